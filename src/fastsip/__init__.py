@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from ._compat import LOADED
 from .errors import FastsipError, ParseError
+from .headers import Address, Auth, CSeq, Via
 from .limits import DEFAULT_LIMITS, Limits
+from .message import Kind, Message, Request, Response, make_response
+from .parser import StreamParser, classify, parse_datagram
+from .uri import URI
 
 try:
     from ._version import __version__
@@ -16,9 +20,22 @@ USING_EXTENSIONS: bool = bool(LOADED) and all(LOADED.values())
 
 __all__ = (
     "DEFAULT_LIMITS",
+    "URI",
     "USING_EXTENSIONS",
+    "Address",
+    "Auth",
+    "CSeq",
     "FastsipError",
+    "Kind",
     "Limits",
+    "Message",
     "ParseError",
+    "Request",
+    "Response",
+    "StreamParser",
+    "Via",
     "__version__",
+    "classify",
+    "make_response",
+    "parse_datagram",
 )

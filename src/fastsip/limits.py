@@ -28,7 +28,7 @@ class Limits:
     max_headers: int = 128
     max_header_length: int = 8192
     max_start_line: int = 8192
-    max_via: int = 32
+    max_via: int = 70
 
     def __post_init__(self) -> None:
         for field in ("max_message_size", "max_headers", "max_header_length", "max_start_line", "max_via"):

@@ -1,0 +1,689 @@
+"""SIP requests and responses: ordered raw headers, typed lazy accessors, serialization.
+
+Theory of operation
+-------------------
+A parser twin builds a :class:`Request` or :class:`Response` from wire bytes. It stores:
+
+* the start-line fields, the body bytes and the exact wire bytes (``_raw``);
+* every header as a tuple ``(key, name, value)`` in wire order, where ``key`` is
+  :func:`~fastsip.headers.header_key` of the name, ``name`` is the name as written and ``value``
+  is the unfolded value (each folding ``CRLF 1*WSP`` and the whitespace around it becomes one SP,
+  RFC 3261 §7.3.1) with leading/trailing whitespace removed;
+* ``_p``: the twin module whose value parsers (``parse_via``, ``parse_address``...) the lazy
+  accessors call, so a message parsed by the C twin also parses its headers in C.
+
+Invariants:
+
+1. While ``_raw`` is not None, ``bytes(message) == _raw``: an unmodified message round-trips
+   byte for byte. Every mutation sets ``_raw`` to None; serialization then writes the start line
+   and each header as ``name: value``.
+2. Typed accessors parse on first use and cache the result per header key; a mutation of a
+   header drops that key's cached value. Accessors raise :class:`~fastsip.errors.ParseError`
+   when the header is malformed; they never raise anything else.
+3. :meth:`Message.validate` checks what a server needs before it acts on a message (RFC 3261
+   §8.2, §16.3): mandatory headers present and well-formed, single-value headers not repeated,
+   CSeq method equal to the request method, scalars in range, a usable Request-URI.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+from .errors import ParseError
+from .headers import SINGLE_VALUE_HEADERS, Address, Auth, CSeq, Via, display_name, header_key
+from .limits import DEFAULT_LIMITS, Limits
+from .uri import URI
+
+__all__ = (
+    "REASON_PHRASES",
+    "Kind",
+    "Message",
+    "Request",
+    "Response",
+    "make_response",
+)
+
+Header = tuple[str, str, str]
+
+
+class Kind(IntEnum):
+    """What :func:`fastsip.parser.classify` says a datagram or stream chunk is."""
+
+    GARBAGE = 0
+    SIP = 1
+    STUN = 2
+    KEEPALIVE = 3
+
+#: Default reason phrases (RFC 3261 §21 and later RFCs).
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    580: "Precondition Failure",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+_MISSING: Any = object()
+_MAX_U32 = (1 << 32) - 1
+_DATE_RE = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
+    r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT$"
+)
+
+
+def _default_parsers() -> ModuleType:
+    from . import parser  # late: parser imports this module
+
+    return parser._impl
+
+
+def _uint(text: str, name: str, maximum: int) -> int:
+    """Parse a non-negative decimal scalar, bounded (RFC 4475 §3.1.2.4: no overflow)."""
+    t = text.strip()
+    if not t or not t.isdigit() or not t.isascii():
+        raise ParseError(f"bad {name} value")
+    if len(t) > 10 and len(t.lstrip("0")) > 10:
+        raise ParseError(f"{name} out of range")
+    value = int(t)
+    if value > maximum:
+        raise ParseError(f"{name} out of range")
+    return value
+
+
+class Message:
+    """Common part of :class:`Request` and :class:`Response`."""
+
+    __slots__ = ("_cache", "_headers", "_limits", "_p", "_raw", "body", "version")
+
+    _headers: list[Header]
+    _cache: dict[str, Any]
+    _raw: bytes | None
+    _p: ModuleType | None
+    _limits: Limits
+    body: bytes
+    version: str
+
+    def __init__(
+        self,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        version: str = "SIP/2.0",
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self._headers = [(header_key(n), n, v) for n, v in headers]
+        self._cache = {}
+        self._raw = None
+        self._p = None
+        self._limits = limits
+        self.body = bytes(body)
+        self.version = version
+
+    # -- the value-parser twin ------------------------------------------------------------
+    @property
+    def _parsers(self) -> ModuleType:
+        p = self._p
+        if p is None:
+            p = self._p = _default_parsers()
+        return p
+
+    # -- raw header access ----------------------------------------------------------------
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """A copy of all headers as ``(name, value)`` in order."""
+        return [(n, v) for _, n, v in self._headers]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Return the value of the first header with this name (any case/compact form)."""
+        key = header_key(name)
+        for k, _, v in self._headers:
+            if k == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Return the values of every header line with this name, in order."""
+        key = header_key(name)
+        return [v for k, _, v in self._headers if k == key]
+
+    def count(self, name: str) -> int:
+        key = header_key(name)
+        return sum(1 for k, _, _ in self._headers if k == key)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)
+        return any(k == key for k, _, _ in self._headers)
+
+    def _touch(self, key: str) -> None:
+        self._raw = None
+        self._cache.pop(key, None)
+
+    def set(self, name: str, value: object) -> None:
+        """Replace every header with this name by one header (at the first one's place)."""
+        key = header_key(name)
+        text = str(value)
+        _check_value(text)
+        hs = self._headers
+        idx = next((i for i, h in enumerate(hs) if h[0] == key), None)
+        self._headers = [h for h in hs if h[0] != key]
+        entry = (key, name if name != key else display_name(key), text)
+        if idx is None:
+            self._headers.append(entry)
+        else:
+            self._headers.insert(idx, entry)
+        self._touch(key)
+
+    def add(self, name: str, value: object, *, first: bool = False) -> None:
+        """Add a header line; ``first=True`` puts it before the existing ones of that name."""
+        key = header_key(name)
+        text = str(value)
+        _check_value(text)
+        entry = (key, name if name != key else display_name(key), text)
+        hs = self._headers
+        if first:
+            idx = next((i for i, h in enumerate(hs) if h[0] == key), None)
+            if idx is not None:
+                hs.insert(idx, entry)
+                self._touch(key)
+                return
+        hs.append(entry)
+        self._touch(key)
+
+    def remove(self, name: str) -> int:
+        """Remove every header with this name; return how many lines were removed."""
+        key = header_key(name)
+        before = len(self._headers)
+        self._headers = [h for h in self._headers if h[0] != key]
+        removed = before - len(self._headers)
+        if removed:
+            self._touch(key)
+        return removed
+
+    def push_via(self, via: Via | str) -> None:
+        """Add a Via value on top (a proxy or B2BUA sending the request on)."""
+        self.add("Via", via, first=True)
+
+    def pop_via(self) -> Via | None:
+        """Remove the top Via value (a proxy forwarding a response) and return it."""
+        vias = self.vias
+        if not vias:
+            return None
+        top = vias[0]
+        hs = self._headers
+        for i, (k, n, v) in enumerate(hs):
+            if k == "via":
+                line_vias = self._parsers.parse_via(v, self._limits.max_via)
+                if len(line_vias) > 1:
+                    hs[i] = (k, n, ", ".join(str(x) for x in line_vias[1:]))
+                else:
+                    del hs[i]
+                break
+        self._touch("via")
+        return top
+
+    def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        """Set the body, Content-Length and (when given) Content-Type."""
+        self.body = bytes(body)
+        if content_type is not None:
+            self.set("Content-Type", content_type)
+        elif not body:
+            self.remove("Content-Type")
+        self.set("Content-Length", len(self.body))
+
+    # -- typed accessors ------------------------------------------------------------------
+    def _single(self, key: str) -> str | None:
+        for k, _, v in self._headers:
+            if k == key:
+                return v
+        return None
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via value, top first (RFC 3261 §20.42)."""
+        cached = self._cache.get("via", _MISSING)
+        if cached is _MISSING:
+            p = self._parsers
+            limit = self._limits.max_via
+            cached = []
+            for k, _, v in self._headers:
+                if k == "via":
+                    cached.extend(p.parse_via(v, limit))
+                    if len(cached) > limit:
+                        raise ParseError("too many Via values", status_hint=513)
+            self._cache["via"] = cached
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def via(self) -> Via | None:
+        """The top Via value, or None."""
+        cached = self._cache.get("via", _MISSING)
+        if cached is _MISSING:
+            for k, _, v in self._headers:
+                if k == "via":
+                    return self._parsers.parse_via(v, self._limits.max_via)[0]  # type: ignore[no-any-return]
+            return None
+        return cached[0] if cached else None
+
+    def _address(self, key: str) -> Address | None:
+        cached = self._cache.get(key, _MISSING)
+        if cached is _MISSING:
+            value = self._single(key)
+            cached = None if value is None else self._parsers.parse_address(value)
+            self._cache[key] = cached
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def from_(self) -> Address | None:
+        """The From value (RFC 3261 §20.20)."""
+        return self._address("from")
+
+    @property
+    def to(self) -> Address | None:
+        """The To value (RFC 3261 §20.39)."""
+        return self._address("to")
+
+    @property
+    def call_id(self) -> str | None:
+        return self._single("call-id")
+
+    @property
+    def cseq(self) -> CSeq | None:
+        cached = self._cache.get("cseq", _MISSING)
+        if cached is _MISSING:
+            value = self._single("cseq")
+            cached = None if value is None else self._parsers.parse_cseq(value)
+            self._cache["cseq"] = cached
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self._single("max-forwards")
+        return None if value is None else _uint(value, "Max-Forwards", 255)
+
+    @property
+    def expires(self) -> int | None:
+        value = self._single("expires")
+        return None if value is None else _uint(value, "Expires", _MAX_U32)
+
+    @property
+    def content_length(self) -> int | None:
+        value = self._single("content-length")
+        return None if value is None else _uint(value, "Content-Length", _MAX_U32)
+
+    @property
+    def content_type(self) -> str | None:
+        """The media type, lower case, without parameters (``application/sdp``)."""
+        value = self._single("content-type")
+        if value is None:
+            return None
+        return value.split(";", 1)[0].strip().lower()
+
+    def _address_list(self, key: str) -> list[Address]:
+        cached = self._cache.get(key, _MISSING)
+        if cached is _MISSING:
+            p = self._parsers
+            cached = []
+            for k, _, v in self._headers:
+                if k == key:
+                    cached.extend(p.parse_address_list(v))
+            self._cache[key] = cached
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def contact_star(self) -> bool:
+        """True for ``Contact: *`` (RFC 3261 §10.2.2)."""
+        return any(k == "contact" and v == "*" for k, _, v in self._headers)
+
+    @property
+    def contacts(self) -> list[Address]:
+        """Every Contact value (empty for ``Contact: *``); ``*`` mixed with others is an error."""
+        cached = self._cache.get("contact", _MISSING)
+        if cached is _MISSING:
+            p = self._parsers
+            values = [v for k, _, v in self._headers if k == "contact"]
+            if "*" in values:
+                if len(values) > 1:
+                    raise ParseError("Contact: * must be the only Contact")
+                cached = []
+            else:
+                cached = []
+                for v in values:
+                    cached.extend(p.parse_address_list(v))
+            self._cache["contact"] = cached
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def contact(self) -> Address | None:
+        c = self.contacts
+        return c[0] if c else None
+
+    @property
+    def routes(self) -> list[Address]:
+        return self._address_list("route")
+
+    @property
+    def record_routes(self) -> list[Address]:
+        return self._address_list("record-route")
+
+    @property
+    def paths(self) -> list[Address]:
+        return self._address_list("path")
+
+    def _auth(self, key: str) -> list[Auth]:
+        cached = self._cache.get(key, _MISSING)
+        if cached is _MISSING:
+            p = self._parsers
+            cached = [p.parse_auth(v) for k, _, v in self._headers if k == key]
+            self._cache[key] = cached
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def authorization(self) -> list[Auth]:
+        return self._auth("authorization")
+
+    @property
+    def proxy_authorization(self) -> list[Auth]:
+        return self._auth("proxy-authorization")
+
+    @property
+    def www_authenticate(self) -> list[Auth]:
+        return self._auth("www-authenticate")
+
+    @property
+    def proxy_authenticate(self) -> list[Auth]:
+        return self._auth("proxy-authenticate")
+
+    def _tokens(self, key: str) -> list[str]:
+        out: list[str] = []
+        for k, _, v in self._headers:
+            if k == key:
+                out.extend(t.strip() for t in v.split(",") if t.strip())
+        return out
+
+    @property
+    def supported(self) -> list[str]:
+        return self._tokens("supported")
+
+    @property
+    def require(self) -> list[str]:
+        return self._tokens("require")
+
+    @property
+    def proxy_require(self) -> list[str]:
+        return self._tokens("proxy-require")
+
+    @property
+    def allow(self) -> list[str]:
+        return self._tokens("allow")
+
+    @property
+    def user_agent(self) -> str | None:
+        return self._single("user-agent")
+
+    @property
+    def server(self) -> str | None:
+        return self._single("server")
+
+    # -- checks ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check what a server needs before acting (RFC 3261 §8.2, §16.3; RFC 4475).
+
+        Raises:
+            ParseError: with ``status_hint`` 400 (or 513 for limits) naming the problem.
+        """
+        counts: dict[str, int] = {}
+        for k, _, _ in self._headers:
+            if k in SINGLE_VALUE_HEADERS:
+                counts[k] = counts.get(k, 0) + 1
+        for key, n in counts.items():
+            if n > 1:
+                raise ParseError(f"multiple {display_name(key)} headers")
+        for key in ("call-id", "from", "to", "cseq"):
+            if key not in counts:
+                raise ParseError(f"missing {display_name(key)} header")
+        if not self.vias:
+            raise ParseError("missing Via header")
+        if not (self.call_id or "").strip():
+            raise ParseError("empty Call-ID")
+        self.from_
+        self.to
+        cseq = self.cseq
+        self.max_forwards
+        self.expires
+        self.contacts
+        for k, _, v in self._headers:
+            if k == "date" and not _DATE_RE.match(v):
+                raise ParseError("bad Date header")
+        self._validate_start(cseq)
+
+    def _validate_start(self, cseq: CSeq | None) -> None:
+        raise NotImplementedError
+
+    # -- serialization --------------------------------------------------------------------
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        raw = self._raw
+        if raw is not None:
+            return raw
+        parts = [self._start_line()]
+        for _, n, v in self._headers:
+            parts.append(f"{n}: {v}")
+        parts.append("\r\n")
+        return "\r\n".join(parts).encode("utf-8", "surrogateescape") + self.body
+
+    @property
+    def modified(self) -> bool:
+        """False while the message still equals the bytes it was parsed from."""
+        return self._raw is None
+
+
+def _check_value(text: str) -> None:
+    if "\r" in text or "\n" in text:
+        raise ValueError("header values must not contain CR or LF")
+
+
+class Request(Message):
+    """A SIP request. ``uri`` is the parsed Request-URI; ``uri_text`` the text as written."""
+
+    __slots__ = ("method", "uri_text")
+
+    method: str
+    uri_text: str
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI | str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        version: str = "SIP/2.0",
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        super().__init__(headers, body, version=version, limits=limits)
+        self.method = method
+        self.uri_text = str(uri)
+        if isinstance(uri, URI):
+            self._cache["@uri"] = uri
+
+    @property
+    def uri(self) -> URI:
+        """The Request-URI, parsed on first use (ParseError when malformed)."""
+        cached = self._cache.get("@uri", _MISSING)
+        if cached is _MISSING:
+            cached = self._parsers.parse_uri(self.uri_text)
+            self._cache["@uri"] = cached
+        return cached  # type: ignore[no-any-return]
+
+    @uri.setter
+    def uri(self, value: URI | str) -> None:
+        self.uri_text = str(value)
+        self._raw = None
+        if isinstance(value, URI):
+            self._cache["@uri"] = value
+        else:
+            self._cache.pop("@uri", None)
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri_text} {self.version}"
+
+    def _validate_start(self, cseq: CSeq | None) -> None:
+        uri = self.uri
+        if uri.headers and uri.is_sip:
+            # RFC 4475 §3.1.2.11: headers in a Request-URI must never become real headers.
+            raise ParseError("headers not allowed in Request-URI")
+        if cseq is not None and cseq.method != self.method:
+            raise ParseError("CSeq method does not match request method")
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri_text}>"
+
+
+class Response(Message):
+    """A SIP response."""
+
+    __slots__ = ("reason", "status")
+
+    status: int
+    reason: str
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        version: str = "SIP/2.0",
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        if not 100 <= status <= 699:
+            raise ValueError("status must be 100..699")
+        super().__init__(headers, body, version=version, limits=limits)
+        self.status = status
+        self.reason = REASON_PHRASES.get(status, "") if reason is None else reason
+
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def _validate_start(self, cseq: CSeq | None) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+_RESPONSE_COPY = frozenset(("via", "from", "to", "call-id", "cseq"))
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Response:
+    """Build a response to ``request`` (RFC 3261 §8.2.6).
+
+    Copies every Via (in order), From, To, Call-ID and CSeq as written; adds ``;tag=to_tag`` to
+    To when given and To has no tag yet (never on 100); then ``headers``; then Content-Type (when
+    ``content_type`` is given) and a correct Content-Length.
+
+    Args:
+        request: the request answered.
+        status: 100..699.
+        reason: reason phrase; the standard phrase when None.
+        to_tag: the UAS tag for To.
+        headers: extra ``(name, value)`` headers.
+        body: the body bytes.
+        content_type: Content-Type of the body.
+
+    Returns:
+        The response, sharing the request's value-parser twin and limits.
+    """
+    resp = Response(status, reason, version="SIP/2.0", limits=request._limits)
+    resp._p = request._p
+    out = resp._headers
+    for h in request._headers:
+        if h[0] in _RESPONSE_COPY:
+            if h[0] == "to" and to_tag is not None and status > 100:
+                try:
+                    to = request.to
+                except ParseError:
+                    to = None
+                if to is not None and to.tag is None:
+                    out.append((h[0], h[1], f"{h[2]};tag={to_tag}"))
+                    continue
+            out.append(h)
+    for n, v in headers:
+        _check_value(v)
+        out.append((header_key(n), n, v))
+    if content_type is not None:
+        out.append(("content-type", "Content-Type", content_type))
+    out.append(("content-length", "Content-Length", str(len(body))))
+    resp.body = bytes(body)
+    return resp

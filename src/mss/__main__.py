@@ -1,0 +1,7 @@
+"""``python -m mss``: the same as the ``mss`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
