@@ -44,6 +44,9 @@ __all__ = (
     "Message",
     "Request",
     "Response",
+    "error_response_for",
+    "make_ack",
+    "make_cancel",
     "make_response",
 )
 
@@ -279,6 +282,19 @@ class Message:
                 break
         self._touch("via")
         return top
+
+    def replace_top_via(self, via: Via | str) -> None:
+        """Replace the top Via value (e.g. to add ``received``/``rport``, RFC 3581 §4)."""
+        hs = self._headers
+        for i, (k, n, v) in enumerate(hs):
+            if k == "via":
+                line_vias = self._parsers.parse_via(v, self._limits.max_via)
+                rest = ", ".join(str(x) for x in line_vias[1:])
+                hs[i] = (k, n, f"{via}, {rest}" if rest else str(via))
+                break
+        else:
+            raise ValueError("message has no Via")
+        self._touch("via")
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         """Set the body, Content-Length and (when given) Content-Type."""
@@ -687,3 +703,126 @@ def make_response(
     out.append(("content-length", "Content-Length", str(len(body))))
     resp.body = bytes(body)
     return resp
+
+
+def _first_header(msg: Message, key: str) -> Header | None:
+    for h in msg._headers:
+        if h[0] == key:
+            return h
+    return None
+
+
+def _request_like(invite: Request, method: str, to_value: Header | None) -> Request:
+    """Common part of ACK-for-non-2xx and CANCEL (RFC 3261 §17.1.1.3, §9.1)."""
+    req = Request(method, invite.uri_text, limits=invite._limits)
+    req._p = invite._p
+    if "@uri" in invite._cache:
+        req._cache["@uri"] = invite._cache["@uri"]
+    out = req._headers
+    # Exactly one Via: the top Via of the request being acknowledged/cancelled (same branch).
+    top = invite.via
+    if top is not None:
+        out.append(("via", "Via", str(top)))
+    for h in invite._headers:
+        if h[0] == "route":
+            out.append(h)
+    out.append(("max-forwards", "Max-Forwards", "70"))
+    f = _first_header(invite, "from")
+    if f is not None:
+        out.append(f)
+    t = to_value if to_value is not None else _first_header(invite, "to")
+    if t is not None:
+        out.append(t)
+    c = _first_header(invite, "call-id")
+    if c is not None:
+        out.append(c)
+    cseq = invite.cseq
+    if cseq is not None:
+        out.append(("cseq", "CSeq", f"{cseq.seq} {method}"))
+    out.append(("content-length", "Content-Length", "0"))
+    return req
+
+
+def make_ack(invite: Request, response: Response) -> Request:
+    """Build the ACK a client INVITE transaction sends for a 300-699 response (§17.1.1.3).
+
+    Request-URI, Call-ID, From, Route and the CSeq number come from the INVITE, the one Via is
+    the INVITE's top Via (same branch), and To is the response's To (with its tag).
+    """
+    return _request_like(invite, "ACK", _first_header(response, "to"))
+
+
+def make_cancel(invite: Request) -> Request:
+    """Build a CANCEL for a pending INVITE (RFC 3261 §9.1): same branch, To without new tag."""
+    return _request_like(invite, "CANCEL", None)
+
+
+_SALVAGE_KEYS = ("via", "from", "to", "call-id", "cseq")
+
+
+def error_response_for(data: bytes, error: ParseError) -> tuple[bytes, Via] | None:
+    """A stateless error response for a request that failed to parse (RFC 3261 §8.2 / RFC 4475).
+
+    Salvages Via, From, To, Call-ID and CSeq lines from the raw bytes and answers with the error's
+    ``status_hint`` and a reason phrase naming the problem. Used on UDP only, where there is no
+    connection to close.
+
+    Args:
+        data: the datagram that failed.
+        error: what the parser raised.
+
+    Returns:
+        ``(response bytes, top Via)`` so the caller can route the response (§18.2.2), or None
+        when there is nothing usable: a response, an ACK, or no parseable Via.
+    """
+    from .parser import parse_via  # late: parser imports this module
+
+    head = data.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")
+    while lines and not lines[0]:
+        lines.pop(0)
+    if not lines:
+        return None
+    start = lines[0].split(b" ")
+    if not start[0] or start[0][:4].upper() == b"SIP/" or start[0] == b"ACK" or len(start) < 2:
+        return None
+    found: list[tuple[str, str]] = []
+    current: list[str] | None = None
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current[1] += " " + line.strip(b" \t").decode("utf-8", "surrogateescape")
+            continue
+        current = None
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        try:
+            text_name = name.strip(b" \t").decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        key = header_key(text_name)
+        if key in _SALVAGE_KEYS:
+            current = [key, value.strip(b" \t").decode("utf-8", "surrogateescape")]
+            found.append(current)  # type: ignore[arg-type]
+    top: Via | None = None
+    for key, value in found:
+        if key == "via":
+            try:
+                top = parse_via(value)[0]
+            except ParseError:
+                return None
+            break
+    if top is None:
+        return None
+    status = error.status_hint if 300 <= error.status_hint <= 699 else 400
+    phrase = REASON_PHRASES.get(status, "Bad Request")
+    reason = "".join(ch if " " <= ch != "\x7f" else " " for ch in error.reason)[:120]
+    out = [f"SIP/2.0 {status} {phrase} ({reason})"]
+    found.sort(key=lambda kv: kv[0] != "via")  # stable: Vias first, in order
+    for key, value in found:
+        if "\r" in value or "\n" in value:
+            continue
+        out.append(f"{display_name(key)}: {value}")
+    out.append("Content-Length: 0\r\n\r\n")
+    return "\r\n".join(out).encode("utf-8", "surrogateescape"), top

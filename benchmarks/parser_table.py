@@ -1,0 +1,146 @@
+"""Parser benchmark table: both fastsip twins vs sippy, sipmessage and httptools, one run.
+
+    python -m benchmarks.parser_table [--quick]
+
+Prints the machine, then per message a markdown table of medians (µs per message) for parse
+and parse+read, the ratios against fastsip-c, httptools on an HTTP request of the REGISTER's
+size, and 200 OK serialization; then the issue's targets with PASS/FAIL. Medians of
+``--repeat`` rounds, each timing a loop sized to take ~50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import machine
+from benchmarks.messages import HTTP, MESSAGES, REGISTER
+from benchmarks.parsers import fastsip_twin, httptools_fn, implementations
+
+
+def median_us(fn: Callable[[], Any], repeat: int, target: float = 0.05) -> float:
+    fn()
+    n = 1
+    while True:  # calibrate the inner loop to ~target seconds
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt >= target / 4 or n >= 1 << 22:
+            break
+        n *= 2
+    n = max(1, int(n * target / max(dt, 1e-9)))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(samples)
+
+
+def run(repeat: int) -> dict[str, Any]:
+    impls = implementations()
+    results: dict[str, Any] = {"machine": machine.describe(), "messages": {}}
+    for label, data in MESSAGES.items():
+        row: dict[str, dict[str, float]] = {}
+        for name, (parse, read) in impls.items():
+            row[name] = {
+                "parse": median_us(lambda parse=parse: parse(data), repeat),
+                "read": median_us(lambda read=read: read(data), repeat),
+            }
+        results["messages"][label] = {"bytes": len(data), "impls": row}
+    http = httptools_fn()
+    results["httptools"] = {"bytes": len(HTTP), "parse": median_us(lambda: http(HTTP), repeat)}
+    from fastsip.message import make_response
+
+    ser: dict[str, dict[str, float]] = {}
+    for which in ("py", "c"):
+        try:
+            p = fastsip_twin(which)
+        except ImportError:
+            continue
+        req = p.parse_datagram(MESSAGES["INVITE+SDP"])
+        resp = make_response(req, 200, to_tag="8321234356", headers=[("Contact", "<sip:1002@192.0.2.200:5060>")])
+        ser[f"fastsip-{which}"] = {
+            "bytes": median_us(lambda resp=resp: bytes(resp), repeat),
+            "make+bytes": median_us(
+                lambda req=req: bytes(make_response(req, 200, to_tag="8321234356")), repeat
+            ),
+        }
+    results["serialize_200"] = ser
+    return results
+
+
+def render(results: dict[str, Any]) -> str:
+    out = [results["machine"], ""]
+    ref_name = "fastsip-c" if "fastsip-c" in next(iter(results["messages"].values()))["impls"] else "fastsip-py"
+    for label, entry in results["messages"].items():
+        impls = entry["impls"]
+        ref = impls[ref_name]
+        out.append(f"### {label} ({entry['bytes']} B) — median µs per message; ratio = impl / {ref_name}")
+        out.append("")
+        out.append("| implementation | parse µs | parse+read µs | parse ratio | parse+read ratio |")
+        out.append("|---|---:|---:|---:|---:|")
+        for name, v in impls.items():
+            out.append(
+                f"| {name} | {v['parse']:.2f} | {v['read']:.2f} | {v['parse'] / ref['parse']:.1f}× | {v['read'] / ref['read']:.1f}× |"
+            )
+        out.append("")
+    h = results["httptools"]
+    out.append(f"httptools, HTTP request of {h['bytes']} B: {h['parse']:.2f} µs per message")
+    out.append("")
+    out.append("### 200 OK serialization (INVITE response, 11 headers) — median µs")
+    out.append("")
+    out.append("| twin | bytes(response) µs | make_response + bytes µs |")
+    out.append("|---|---:|---:|")
+    for name, v in results["serialize_200"].items():
+        out.append(f"| {name} | {v['bytes']:.2f} | {v['make+bytes']:.2f} |")
+    out.append("")
+    reg = results["messages"]["REGISTER"]["impls"]
+    if "fastsip-c" in reg:
+        c = reg["fastsip-c"]["read"]
+        checks = [
+            (f"Cython parse+read REGISTER ≤ 2 µs: {c:.2f} µs", c <= 2.0),
+            (f"≥ 30× faster than sippy: {reg['sippy']['read'] / c:.1f}×", reg["sippy"]["read"] / c >= 30),
+            (f"≥ 50× faster than sipmessage: {reg['sipmessage']['read'] / c:.1f}×", reg["sipmessage"]["read"] / c >= 50),
+            (
+                f"within 1.5× of httptools per message (parse): {reg['fastsip-c']['parse'] / h['parse']:.2f}×",
+                reg["fastsip-c"]["parse"] / h["parse"] <= 1.5,
+            ),
+            (
+                f"within 1.5× of httptools per message (parse+read): {c / h['parse']:.2f}×",
+                c / h["parse"] <= 1.5,
+            ),
+        ]
+        ser = results["serialize_200"].get("fastsip-c")
+        if ser:
+            checks.append((f"serialize 200 OK ≤ 2 µs: {ser['bytes']:.2f} µs", ser["bytes"] <= 2.0))
+        out.append("### targets")
+        out.append("")
+        for text, ok in checks:
+            out.append(f"- {'PASS' if ok else 'FAIL'} {text}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=15, help="rounds per measurement (median)")
+    ap.add_argument("--quick", action="store_true", help="3 rounds (smoke test)")
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/results/parser.json"))
+    args = ap.parse_args(argv)
+    results = run(3 if args.quick else args.repeat)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

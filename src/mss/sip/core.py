@@ -1,0 +1,403 @@
+"""The SIP core: transactions wired to the transports, the clock and the request handlers.
+
+``SipCore`` is the transports' sink. For each request it:
+
+1. validates it (``Message.validate``); a malformed request gets a stateless 400 (or the
+   parser's status) naming the problem when its Via is usable, and is dropped otherwise; a
+   malformed response is dropped;
+2. stamps the top Via with ``received`` / ``rport`` (RFC 3261 §18.2.1, RFC 3581 §4);
+3. matches it to a server transaction (retransmissions are answered from the transaction and go
+   no further) or creates one;
+4. answers what the core can answer alone — 505 for another SIP version, 416 for a Request-URI
+   scheme we do not serve, 420 for unsupported ``Require`` options, CANCEL (200 + 487 to the
+   INVITE through the handler, or 481) — and hands everything else to the handler with a
+   :class:`RequestContext` through which the handler responds.
+
+ACKs for 2xx (no transaction) and responses that match no client transaction go to the
+handler's ``on_ack`` / ``on_stray_response``. Handlers send requests with :meth:`SipCore.send_request`
+and get each response (a local 408 on timeout, 503 on transport failure, RFC 3261 §8.1.3.1)
+through a callback. Timers run on the server's single :class:`~mss.transport.clock.Clock`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from fastsip import ParseError
+from fastsip.message import Request, Response, make_response
+from fastsip.transaction import (
+    DEFAULT_TIMERS,
+    CancelTimer,
+    ClientTransaction,
+    Deliver,
+    Send,
+    ServerInviteTransaction,
+    ServerTransaction,
+    StartTimer,
+    Terminated,
+    Timeout,
+    Timers,
+    Transaction,
+    TransactionLayer,
+    TransportFailure,
+    response_target,
+)
+
+from ..transport.base import Source, Target
+from ..transport.clock import Clock
+
+__all__ = ("Handler", "RequestContext", "SipCore", "target_for_response")
+
+log = logging.getLogger("mss.sip")
+
+ResponseCallback = Callable[[Response, ClientTransaction], None]
+
+SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
+#: option tags we implement (RFC 3261 §19.2); Require with anything else gets 420.
+SUPPORTED_OPTIONS: tuple[str, ...] = ("path", "outbound", "replaces", "timer")
+
+
+class Sender(Protocol):
+    def send(self, target: Target, data: bytes) -> None: ...
+
+
+class Handler(Protocol):
+    """What the core hands requests to (the router in front of registrar, B2BUA...)."""
+
+    def on_request(self, ctx: RequestContext) -> None: ...
+
+    def on_cancel(self, ctx: RequestContext) -> None:
+        """The INVITE of ``ctx`` was cancelled; answer it (487) unless already answered."""
+
+    def on_ack(self, request: Request, source: Source) -> None:
+        """An ACK outside any transaction (the ACK for a 2xx)."""
+
+    def on_stray_response(self, response: Response, source: Source) -> None:
+        """A response that matches no client transaction (e.g. a retransmitted 2xx)."""
+
+
+def target_for_response(request: Request, source: Source) -> Target:
+    """Where responses to ``request`` go (RFC 3261 §18.2.2, RFC 3581)."""
+    if source.reliable:
+        return Target(source.transport, source.host, source.port, conn=source.conn)
+    via = request.via
+    assert via is not None
+    host, port = response_target(
+        via.host_address, via.port, via.has_rport, via.maddr, (source.host, source.port),
+        reliable=False,
+    )
+    return Target("udp", host, port, listener=source.listener)
+
+
+class _TxnData:
+    __slots__ = ("callback", "ctx", "timers")
+
+    def __init__(self) -> None:
+        self.timers: dict[str, Any] = {}
+        self.callback: ResponseCallback | None = None
+        self.ctx: RequestContext | None = None
+
+
+class RequestContext:
+    """A request being handled: who sent it, and how to answer it (through its transaction)."""
+
+    __slots__ = ("_answered", "core", "request", "source", "txn")
+
+    def __init__(self, core: SipCore, request: Request, source: Source, txn: ServerTransaction) -> None:
+        self.core = core
+        self.request = request
+        self.source = source
+        self.txn = txn
+        self._answered = False
+
+    @property
+    def answered(self) -> bool:
+        """True once a final response was sent."""
+        return self._answered
+
+    def respond(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+        to_tag: str | None = None,
+    ) -> Response:
+        """Build and send a response to the request (a To tag is added to non-100 responses)."""
+        if to_tag is None and status > 100:
+            to_tag = self.core.to_tag_for(self.request)
+        resp = make_response(
+            self.request, status, reason, to_tag=to_tag,
+            headers=[*headers, ("Server", self.core.server_name)],
+            body=body, content_type=content_type,
+        )
+        self.send(resp)
+        return resp
+
+    def send(self, response: Response) -> None:
+        """Send a prepared response through the transaction."""
+        if response.status >= 200:
+            if self._answered and not (
+                200 <= response.status < 300 and isinstance(self.txn, ServerInviteTransaction)
+            ):
+                log.debug("%s already answered; dropping %d", self.request.method, response.status)
+                return
+            self._answered = True
+        try:
+            actions = self.core.layer.send_response(self.txn, response, self.core.clock.now())
+        except ValueError as e:
+            log.debug("cannot respond: %s", e)
+            return
+        self.core.perform(actions)
+
+
+class SipCore:
+    """Transaction layer + timers + handler dispatch. The transports' :class:`Sink`."""
+
+    def __init__(
+        self,
+        *,
+        sender: Sender,
+        clock: Clock,
+        handler: Handler,
+        timers: Timers = DEFAULT_TIMERS,
+        server_name: str = "mss",
+        supported: Iterable[str] = SUPPORTED_OPTIONS,
+    ) -> None:
+        self.sender = sender
+        self.clock = clock
+        self.handler = handler
+        self.layer = TransactionLayer(timers=timers, auto_trying=True)
+        self.server_name = server_name
+        self.supported = frozenset(supported)
+        self.stats = {"requests": 0, "responses": 0, "invalid": 0, "retransmissions": 0}
+        self._tag_secret = id(self) & 0xFFFFFF
+
+    # -- helpers ----------------------------------------------------------------------------
+    def to_tag_for(self, request: Request) -> str:
+        """A To tag that is stable for one transaction (retransmitted answers keep it)."""
+        via = request.via
+        base = f"{via.branch if via else ''}|{request.call_id}|{self._tag_secret}"
+        return f"{hash(base) & 0xFFFFFFFFFFFF:012x}"
+
+    # -- receive ----------------------------------------------------------------------------
+    def on_message(self, message: Request | Response, source: Source) -> None:
+        if isinstance(message, Request):
+            self._on_request(message, source)
+        else:
+            self._on_response(message, source)
+
+    def _on_request(self, request: Request, source: Source) -> None:
+        self.stats["requests"] += 1
+        try:
+            request.validate()
+        except ParseError as e:
+            self.stats["invalid"] += 1
+            self._stateless_reply(request, source, e.status_hint, e.reason)
+            return
+        via = request.via
+        assert via is not None
+        if via.has_rport or via.host_address != source.host:
+            # RFC 3261 §18.2.1 received, RFC 3581 §4 rport
+            params = dict(via.params)
+            if via.host_address != source.host:
+                params["received"] = source.host
+            if via.has_rport:
+                params["rport"] = str(source.port)
+                params["received"] = source.host
+            request.replace_top_via(via.replace(params=params))
+        now = self.clock.now()
+        try:
+            txn, actions = self.layer.receive_request(
+                request, target_for_response(request, source), reliable=source.reliable, now=now
+            )
+        except ParseError as e:
+            self.stats["invalid"] += 1
+            self._stateless_reply(request, source, e.status_hint, e.reason)
+            return
+        if txn is None:
+            if request.method == "ACK":
+                self._call(self.handler.on_ack, request, source)
+            return
+        if not any(type(a) is Deliver for a in actions):
+            self.stats["retransmissions"] += 1
+            self.perform(actions)
+            return
+        data = txn.driver_data
+        if data is None:
+            data = txn.driver_data = _TxnData()
+        ctx = RequestContext(self, request, source, txn)
+        data.ctx = ctx
+        # perform the 100 Trying etc., but hand the request to our own dispatch below
+        self.perform([a for a in actions if type(a) is not Deliver])
+        self._dispatch(ctx)
+
+    def _dispatch(self, ctx: RequestContext) -> None:
+        request = ctx.request
+        if request.version.upper() != "SIP/2.0":
+            ctx.respond(505)
+            return
+        if request.uri.scheme not in SUPPORTED_SCHEMES:
+            ctx.respond(416)
+            return
+        if request.method not in ("ACK", "CANCEL"):
+            unsupported = [t for t in request.require if t not in self.supported]
+            if unsupported:
+                ctx.respond(420, headers=[("Unsupported", ", ".join(unsupported))])
+                return
+        if request.method == "CANCEL":
+            self._on_cancel(ctx)
+            return
+        try:
+            self.handler.on_request(ctx)
+        except Exception:
+            log.exception("handler failed on %s", request.method)
+            if not ctx.answered:
+                ctx.respond(500)
+
+    def _on_cancel(self, ctx: RequestContext) -> None:
+        invite = self.layer.find_invite(ctx.request)
+        if invite is None or invite.state != "proceeding":
+            ctx.respond(481)  # §9.2
+            return
+        ctx.respond(200, to_tag=None)
+        data = invite.driver_data
+        target = data.ctx if data is not None else None
+        if target is not None and not target.answered:
+            try:
+                self.handler.on_cancel(target)
+            except Exception:
+                log.exception("handler failed on CANCEL")
+            if not target.answered:
+                target.respond(487)
+
+    def _on_response(self, response: Response, source: Source) -> None:
+        self.stats["responses"] += 1
+        try:
+            response.validate()
+        except ParseError:
+            self.stats["invalid"] += 1
+            return  # RFC 4475 §3.1.2.5/19: malformed responses are dropped
+        try:
+            txn, actions = self.layer.receive_response(response, self.clock.now())
+        except ParseError:
+            self.stats["invalid"] += 1
+            return
+        if txn is None:
+            self._call(self.handler.on_stray_response, response, source)
+            return
+        self.perform(actions)
+
+    def _stateless_reply(self, request: Request, source: Source, status: int, reason: str) -> None:
+        if request.method == "ACK":
+            return
+        try:
+            via = request.via
+        except ParseError:
+            return
+        if via is None:
+            return
+        status = status if 300 <= status <= 699 else 400
+        from fastsip.message import REASON_PHRASES
+
+        phrase = f"{REASON_PHRASES.get(status, 'Bad Request')} ({reason})"
+        try:
+            resp = make_response(request, status, phrase, headers=[("Server", self.server_name)])
+            self.sender.send(target_for_response(request, source), bytes(resp))
+        except (ParseError, ValueError):
+            return
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("handler %r failed", fn)
+
+    # -- send -------------------------------------------------------------------------------
+    def send_request(
+        self, request: Request, target: Target, callback: ResponseCallback | None = None
+    ) -> ClientTransaction:
+        """Send a request through a new client transaction; ``callback`` gets each response.
+
+        A timeout is reported as a local 408 and a transport failure as a local 503
+        (RFC 3261 §8.1.3.1, §8.1.3.1).
+        """
+        txn, actions = self.layer.send_request(
+            request, target, reliable=target.reliable, now=self.clock.now()
+        )
+        data = txn.driver_data = _TxnData()
+        data.callback = callback
+        self.perform(actions)
+        return txn
+
+    def send_stateless(self, target: Target, data: bytes) -> None:
+        """Send bytes outside any transaction (ACK for 2xx, 2xx retransmissions)."""
+        self.sender.send(target, data)
+
+    # -- actions ----------------------------------------------------------------------------
+    def perform(self, actions: list[Any]) -> None:
+        clock = self.clock
+        for a in actions:
+            t = type(a)
+            if t is Send:
+                self.sender.send(a.dest, a.data)
+            elif t is StartTimer:
+                data = self._data(a.txn)
+                old = data.timers.pop(a.name, None)
+                if old is not None:
+                    clock.cancel(old)
+                data.timers[a.name] = clock.call_later(a.delay, self._timer, a.txn, a.name)
+            elif t is CancelTimer:
+                data = a.txn.driver_data
+                if data is not None:
+                    old = data.timers.pop(a.name, None)
+                    if old is not None:
+                        clock.cancel(old)
+            elif t is Deliver:
+                self._deliver(a)
+            elif t is Timeout or t is TransportFailure:
+                self._failed(a.txn, 408 if t is Timeout else 503)
+            elif t is Terminated:
+                data = a.txn.driver_data
+                if data is not None:
+                    for handle in data.timers.values():
+                        clock.cancel(handle)
+                    data.timers.clear()
+
+    @staticmethod
+    def _data(txn: Transaction) -> _TxnData:
+        data = txn.driver_data
+        if data is None:
+            data = txn.driver_data = _TxnData()
+        return data  # type: ignore[no-any-return]
+
+    def _timer(self, txn: Transaction, name: str) -> None:
+        data = txn.driver_data
+        if data is not None:
+            data.timers.pop(name, None)
+        self.perform(self.layer.timer_fired(txn, name, self.clock.now()))
+
+    def _deliver(self, action: Deliver) -> None:
+        txn = action.txn
+        msg = action.message
+        if isinstance(txn, ClientTransaction):
+            data = txn.driver_data
+            if data is not None and data.callback is not None:
+                self._call(data.callback, msg, txn)
+        elif isinstance(msg, Request) and msg.method == "ACK":
+            ctx = txn.driver_data.ctx if txn.driver_data is not None else None
+            source = ctx.source if ctx is not None else None
+            self._call(self.handler.on_ack, msg, source)
+
+    def _failed(self, txn: Transaction, status: int) -> None:
+        if isinstance(txn, ClientTransaction):
+            data = txn.driver_data
+            if data is not None and data.callback is not None:
+                local = make_response(txn.request, status)
+                self._call(data.callback, local, txn)
+        else:
+            log.debug("server transaction %r ended with %d (no ACK)", txn, status)

@@ -1,0 +1,78 @@
+"""Loop-level test helpers: run coroutines on asyncio and uvloop, loopback UDP/TCP clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a test dependency on CPython/Linux
+    uvloop = None
+
+LOOP_IDS = ("asyncio", "uvloop")
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if name == "asyncio":
+        return asyncio.new_event_loop
+    if uvloop is None:
+        pytest.skip("uvloop is not installed")
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def run_on(name: str, fn: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
+    loop = loop_factory(name)()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(fn(), timeout))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+class UdpClient(asyncio.DatagramProtocol):
+    """A loopback UDP peer collecting what it receives."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def open(cls, host: str = "127.0.0.1", port: int = 0) -> UdpClient:
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_datagram_endpoint(cls, local_addr=(host, port))
+        return proto
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.queue.put_nowait((data, addr))
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[:2]  # type: ignore[no-any-return]
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, addr)
+
+    async def recv(self, timeout: float = 2.0) -> bytes:
+        data, _ = await asyncio.wait_for(self.queue.get(), timeout)
+        return data
+
+    async def nothing(self, wait: float = 0.3) -> bool:
+        """True when nothing arrives within ``wait`` seconds."""
+        try:
+            await asyncio.wait_for(self.queue.get(), wait)
+        except asyncio.TimeoutError:
+            return True
+        return False
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
