@@ -45,8 +45,7 @@ from fastsip.transaction import (
     response_target,
 )
 
-from ..transport.base import Source, Target
-from ..transport.clock import Clock
+from .addressing import Source, Target
 
 __all__ = ("Handler", "RequestContext", "SipCore", "target_for_response")
 
@@ -60,7 +59,21 @@ SUPPORTED_OPTIONS: tuple[str, ...] = ("path", "outbound", "replaces", "timer")
 
 
 class Sender(Protocol):
+    """The transports, as the core sees them."""
+
     def send(self, target: Target, data: bytes) -> None: ...
+
+
+class TimerService(Protocol):
+    """The server clock, as the core sees it (``mss.transport.clock.Clock``)."""
+
+    def now(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+    def cancel(self, handle: Any) -> bool: ...
 
 
 class Handler(Protocol):
@@ -162,7 +175,7 @@ class SipCore:
         self,
         *,
         sender: Sender,
-        clock: Clock,
+        clock: TimerService,
         handler: Handler,
         timers: Timers = DEFAULT_TIMERS,
         server_name: str = "mss",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from fastsip.message import Request, Response
 
-from ..transport.base import Source
+from .addressing import Source
 from .core import SUPPORTED_OPTIONS, RequestContext
 
 __all__ = ("MethodRouter",)

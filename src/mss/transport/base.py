@@ -1,79 +1,19 @@
-"""Values shared by the transports and the layer above: where a message came from and goes.
+"""Transport-side interfaces: the sink messages go to, the drop-before-parse gate, counters.
 
-A :class:`Source` describes a received message (transport, remote address, the listener it
-arrived on, the stream connection if any). A :class:`Target` says where to send: the transport,
-host and port, and optionally the connection to use (responses on streams go back on the
-connection the request came on, RFC 3261 §18.2.2).
-
-The SIP layer implements :class:`Sink`; transports call it for each parsed message.
+The SIP layer implements :class:`Sink`; transports call it for each parsed message with a
+:class:`~mss.sip.addressing.Source` (re-exported here with :class:`~mss.sip.addressing.Target`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from ..sip.addressing import RELIABLE, Source, Target
 
 if TYPE_CHECKING:
     from fastsip.message import Request, Response
 
 __all__ = ("RELIABLE", "Gate", "Sink", "Source", "Target", "TransportStats")
-
-#: transports with their own retransmission (no SIP timers A/E/G)
-RELIABLE = frozenset(("tcp", "tls"))
-
-
-class Source:
-    """Where a message came from."""
-
-    __slots__ = ("conn", "host", "listener", "port", "transport")
-
-    def __init__(self, transport: str, host: str, port: int, listener: Any, conn: Any = None) -> None:
-        self.transport = transport
-        self.host = host
-        self.port = port
-        self.listener = listener
-        self.conn = conn
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport in RELIABLE
-
-    @property
-    def addr(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    def __repr__(self) -> str:
-        return f"Source({self.transport}:{self.host}:{self.port})"
-
-
-class Target:
-    """Where to send: transport + address, and the connection or listener to prefer."""
-
-    __slots__ = ("conn", "host", "listener", "port", "transport")
-
-    def __init__(
-        self, transport: str, host: str, port: int, *, conn: Any = None, listener: Any = None
-    ) -> None:
-        self.transport = transport
-        self.host = host
-        self.port = port
-        self.conn = conn
-        self.listener = listener
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport in RELIABLE
-
-    def __repr__(self) -> str:
-        return f"Target({self.transport}:{self.host}:{self.port})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Target):
-            return NotImplemented
-        return (self.transport, self.host, self.port) == (other.transport, other.host, other.port)
-
-    def __hash__(self) -> int:
-        return hash((self.transport, self.host, self.port))
-
 
 class Sink(Protocol):
     """What the transports deliver to (implemented by ``mss.sip.core.SipCore``)."""
