@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ._compat import LOADED
+from .bantable import BanTable, pack_ip, unpack_ip
 from .errors import FastsipError, ParseError
 from .headers import Address, Auth, CSeq, Via
 from .limits import DEFAULT_LIMITS, Limits
 from .message import Kind, Message, Request, Response, make_response
 from .parser import StreamParser, classify, parse_datagram
+from .timerwheel import TimerWheel
 from .uri import URI
 
 try:
@@ -24,6 +26,7 @@ __all__ = (
     "USING_EXTENSIONS",
     "Address",
     "Auth",
+    "BanTable",
     "CSeq",
     "FastsipError",
     "Kind",
@@ -33,9 +36,12 @@ __all__ = (
     "Request",
     "Response",
     "StreamParser",
+    "TimerWheel",
     "Via",
     "__version__",
     "classify",
     "make_response",
+    "pack_ip",
     "parse_datagram",
+    "unpack_ip",
 )
