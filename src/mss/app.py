@@ -9,9 +9,12 @@ SIGTERM. Embedding programs use ``Server`` inside their own loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import fastsip
@@ -19,12 +22,55 @@ from fastsip.limits import Limits
 from fastsip.transaction import Timers
 
 from .config import Config
+from .features.location import LocationService
+from .features.users import UserDirectory
+from .sip.auth import Authenticator
 from .sip.core import SipCore
+from .sip.registrar import Registrar
 from .sip.router import MethodRouter
+from .storage import open_storage
+from .storage.base import Storage
 from .transport.clock import Clock
 from .transport.layer import ListenerInfo, TransportLayer
 
-__all__ = ("Server", "run")
+__all__ = ("Server", "open_configured_storage", "resolve_realm", "run")
+
+DEFAULT_REALM = "mss"
+
+
+async def resolve_realm(config: Config, storage: Storage) -> str:
+    """The digest realm, stable for the life of a data dir.
+
+    ``sip.realm`` when configured; otherwise the realm recorded in storage on first use, which is
+    ``sip.domain`` (or "mss" when no domain is set) at that time. It is not derived from the
+    listeners or the host name, and a later ``--domain`` does not change it: the users' HA1s
+    are computed for this realm by ``mss user add`` (often run before the first ``mss serve``),
+    and a different realm would make every password fail. Changing ``sip.realm`` requires
+    setting the passwords again.
+    """
+    if config.sip.realm:
+        return config.sip.realm
+    return await storage.kv.setdefault("sip.realm", config.sip.domain or DEFAULT_REALM)
+
+
+async def open_configured_storage(config: Config) -> Storage:
+    """Open (creating the data dir and schema on first use) the configured storage."""
+    if config.storage.backend == "sqlite":
+        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    storage = open_storage(config.storage.backend, path=config.storage_path())
+    await storage.open()
+    return storage
+
+
+async def server_secret(config: Config, storage: Storage) -> bytes:
+    """The nonce HMAC secret: configured, else generated once and kept in storage."""
+    if config.auth.secret:
+        return config.auth.secret.encode()
+    secret = await storage.kv.get("auth.secret")
+    if not secret:
+        secret = os.urandom(32).hex()
+        await storage.kv.set("auth.secret", secret)
+    return bytes.fromhex(secret)
 
 log = logging.getLogger("mss")
 
@@ -32,12 +78,20 @@ log = logging.getLogger("mss")
 class Server:
     """One mss server instance."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, storage: Storage | None = None) -> None:
         self.config = config
         self.router = MethodRouter()
         self.clock: Clock | None = None
         self.transport: TransportLayer | None = None
         self.core: SipCore | None = None
+        self.storage: Storage | None = storage
+        self._own_storage = storage is None
+        self.users: UserDirectory | None = None
+        self.location: LocationService | None = None
+        self.auth: Authenticator | None = None
+        self.registrar: Registrar | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._change_seq = 0
         self.started_at: float | None = None
         self._stop_event: asyncio.Event | None = None
 
@@ -87,7 +141,10 @@ class Server:
             server_name=cfg.sip.server_name,
         )
         self.transport.sink = self.core
+        await self._start_features()
         await self.transport.start()
+        self._tasks.append(asyncio.ensure_future(self._follow_changes()))
+        self._tasks.append(asyncio.ensure_future(self._sweep_bindings()))
         self.started_at = loop.time()
         log.info(
             "mss started: fastsip %s, Cython extensions in use: %s, event loop: %s",
@@ -96,16 +153,98 @@ class Server:
             type(loop).__module__,
         )
 
+    async def _start_features(self) -> None:
+        cfg = self.config
+        if self.storage is None:
+            self.storage = await open_configured_storage(cfg)
+        storage = self.storage
+        self._change_seq = await storage.changes.latest()
+        realm = await resolve_realm(cfg, storage)
+        self.users = UserDirectory(storage, realm=realm)
+        await self.users.load()
+        stale = [u.number for u in self.users.all() if u.realm != realm]
+        if stale:
+            log.warning("users %s have passwords for another realm than %r: set their passwords again",
+                        ", ".join(stale[:20]), realm)
+        self.location = LocationService(storage)
+        await self.location.load()
+        self.auth = Authenticator(
+            self.users,
+            realm=realm,
+            secret=await server_secret(cfg, storage),
+            nonce_lifetime=cfg.auth.nonce_lifetime,
+            failed_response=cfg.auth.failed_response,
+        )
+        self.registrar = Registrar(
+            users=self.users,
+            location=self.location,
+            auth=self.auth,
+            domains=self.domains,
+            default_expires=cfg.registrar.default_expires,
+            min_expires=cfg.registrar.min_expires,
+            max_expires=cfg.registrar.max_expires,
+        )
+        self.router.route("REGISTER", self.registrar.on_register)
+        log.info("%d users, %d live bindings", len(self.users), self.location.count())
+
+    def domains(self) -> list[str]:
+        """The domains the registrar serves: the configured one, our addresses, localhost.
+
+        With no ``sip.domain`` configured every domain is accepted ("*").
+        """
+        if not self.config.sip.domain:
+            return ["*"]
+        names = [self.config.sip.domain, "localhost", "127.0.0.1", "::1"]
+        names += [info.host for info in self.listeners if info.host not in ("0.0.0.0", "::")]
+        return names
+
+    async def _follow_changes(self) -> None:
+        """Apply changes made by other processes (the CLI) within a second."""
+        assert self.storage is not None and self.users is not None
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                latest = await self.storage.changes.latest()
+                if latest == self._change_seq:
+                    continue
+                changes = await self.storage.changes.since(self._change_seq)
+                self._change_seq = latest
+                users = [c.key for c in changes if c.entity == "user"]
+                if users:
+                    await self.users.reload(users)
+                    for c in changes:
+                        if c.entity == "user" and c.op == "delete" and self.location is not None:
+                            self.location.drop(c.key)
+                    log.info("reloaded users %s", ", ".join(sorted(set(users))))
+            except Exception:
+                log.exception("following storage changes failed")
+
+    async def _sweep_bindings(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            try:
+                if self.location is not None:
+                    await self.location.sweep()
+            except Exception:
+                log.exception("binding sweep failed")
+
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
         if self.transport is not None:
             await self.transport.stop()
         if self.clock is not None:
             self.clock.close()
+        if self.storage is not None and self._own_storage:
+            await self.storage.close()
         log.info("mss stopped")
 
     async def serve_forever(self) -> None:
         """Start, wait for SIGINT/SIGTERM (or :meth:`request_stop`), stop."""
-        await self.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         self._stop_event = stop
@@ -115,6 +254,7 @@ class Server:
             except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
                 pass
         try:
+            await self.start()
             await stop.wait()
         finally:
             await self.stop()

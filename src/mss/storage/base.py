@@ -1,0 +1,819 @@
+"""Records and repository protocols of the storage layer.
+
+Theory of operation
+-------------------
+Feature services (users, registrar, trunks, security, CDR...) talk to storage only through the
+``typing.Protocol`` classes of this module; a backend (:mod:`.memory`, :mod:`.sqlite`; later
+Redis/PostgreSQL) implements them. Every repository method is a coroutine so that a networked
+backend can await its I/O. The SQLite backend runs its statements synchronously inside the
+coroutines (an indexed statement costs tens of microseconds, less than a thread hop), except the
+bulk reads marked *bulk* below (``users.list``, ``bindings.all``, ``bans.list``, ``cdrs.query``),
+which may return thousands of rows and run on a reader connection in a worker thread.
+
+Records are frozen, slotted dataclasses holding plain values. Mapping fields (``ha1``,
+``extra``) are plain dicts: treat them as read-only (backends store and return copies).
+Sequence fields are normalised to tuples. Times are wall-clock epoch seconds (``time.time()``),
+never the loop's monotonic clock, because they outlive the process.
+
+Invariants every backend keeps
+------------------------------
+1. **Atomic writes.** Each repository call is one transaction: it is written completely or not
+   at all. :meth:`BindingRepo.apply` writes many AORs in one transaction (one commit, one fsync
+   when durable): the registrar batches the REGISTERs that arrive together, commits once, then
+   sends the 200s (RFC 3261 §10.3 step 8: the binding is stored before the answer).
+2. **Change feed.** Every write appends :class:`Change` rows in the same transaction, with a
+   sequence number that grows by one per row and is never reused. When a reader sees ``seq = N``
+   committed, every change ``<= N`` is committed too (SQLite serialises writers), so a server that
+   polls :meth:`ChangeFeed.latest` and reads :meth:`ChangeFeed.since` its last cursor misses
+   nothing that another process (the CLI) wrote. ``Change.key == "*"`` means "any number of keys
+   of this entity changed" (bulk purges); reload that entity. :meth:`ChangeFeed.prune` is the only
+   write that appends no change; a consumer whose cursor is below :meth:`ChangeFeed.horizon`
+   missed pruned changes and must reload everything.
+3. **Bindings belong to users.** ``users.delete(number)`` deletes the user's bindings in the same
+   transaction, and ``users.add`` drops stale bindings left under that number (a REGISTER batch
+   that committed after a concurrent delete), so a re-created user starts unregistered. Bindings
+   are stored in the order given and read back in that order.
+4. **No SIP here.** Storage never imports SIP code: contacts, paths and sources are opaque text.
+
+Entities named in the change feed: ``user``, ``binding`` (key = AOR), ``kv``, ``ban`` (key =
+IP), ``cdr`` (key = record id); later ``line``, ``trunk``, ``route``, ``iplist``, ``blacklist``,
+``token``, ``voicemail``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+__all__ = (
+    "CDR_RESULTS",
+    "BanRecord",
+    "BanRepo",
+    "BindingRecord",
+    "BindingRepo",
+    "BlacklistRecord",
+    "BlacklistRepo",
+    "CdrRecord",
+    "CdrRepo",
+    "Change",
+    "ChangeFeed",
+    "IpListRecord",
+    "IpListRepo",
+    "KeyValue",
+    "KeyedRepo",
+    "LineRecord",
+    "LineRepo",
+    "RouteRecord",
+    "RouteRepo",
+    "Storage",
+    "TokenRecord",
+    "TokenRepo",
+    "TrunkRecord",
+    "TrunkRepo",
+    "UserRecord",
+    "UserRepo",
+    "VoicemailRecord",
+    "VoicemailRepo",
+)
+
+#: Values of :attr:`CdrRecord.result`. ``interrupted``: the server stopped during the call (the
+#: record written at answer time never got its end).
+CDR_RESULTS = ("answered", "busy", "no_answer", "cancelled", "rejected", "failed", "interrupted")
+
+
+def _tuple_field(record: object, name: str) -> None:
+    """Normalise a sequence field to a tuple (lists read from JSON, callers passing lists)."""
+    value = getattr(record, name)
+    if type(value) is not tuple:
+        if isinstance(value, (str, bytes)):
+            raise TypeError(f"{name} must be a sequence of strings, not {type(value).__name__}")
+        object.__setattr__(record, name, tuple(value))
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A local user (an extension).
+
+    Attributes:
+        number: the user's number, also its AOR user part and its digest user name. The key.
+        name: display name.
+        ha1: digest HA1 per algorithm (``"MD5"``, ``"SHA-256"`` → lowercase hex of
+            ``H(number:realm:password)``, RFC 7616 §3.4.2). The password itself is never stored.
+        realm: the realm the HA1s were computed for; when it differs from the server's realm the
+            user must set the password again.
+        multi_device: one number, several devices (MSS "one number multi-devices").
+        max_devices: bindings allowed when ``multi_device`` (MSS: 3).
+        allow_ips: IP-authorised sources: ``"IP"``, ``"CIDR"``, ``"IP:PORT"`` or ``"[v6]:PORT"``.
+        max_calls: concurrent calls (both directions) allowed; ``None`` = unlimited.
+        max_outgoing: concurrent outgoing calls allowed; ``None`` = unlimited.
+        created_at: when the user was added; ``add`` stamps it when 0.
+        updated_at: when it last changed; ``add`` stamps it when 0, ``update`` always.
+        extra: JSON object for later per-user settings (voicemail, forwarding...).
+    """
+
+    number: str
+    name: str = ""
+    ha1: Mapping[str, str] = field(default_factory=dict, hash=False)
+    realm: str = ""
+    multi_device: bool = False
+    max_devices: int = 3
+    allow_ips: tuple[str, ...] = ()
+    max_calls: int | None = None
+    max_outgoing: int | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    extra: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        _tuple_field(self, "allow_ips")
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRecord:
+    """One registered contact of an AOR (RFC 3261 §10.3; RFC 5626 for ``instance``/``reg_id``).
+
+    Attributes:
+        aor: the user number the contact is bound to.
+        contact: the Contact URI text as registered (``sip:1001@192.0.2.7:5060;ob``).
+        expires_at: wall-clock epoch seconds when the binding lapses; expired when
+            ``expires_at <= now``.
+        call_id: Call-ID of the REGISTER that set it (RFC 3261 §10.3 step 7 ordering).
+        cseq: CSeq number of that REGISTER.
+        q: the contact's ``q`` parameter, ``None`` when absent.
+        path: Path header values, top first (RFC 3327).
+        source: where the REGISTER came from, ``"udp:127.0.0.1:5060"``; the flow to send to.
+        user_agent: the User-Agent header.
+        instance: the ``+sip.instance`` value (RFC 5626), ``""`` when absent.
+        reg_id: the ``reg-id`` value (RFC 5626), ``None`` when absent.
+        registered_at: when this contact was first registered.
+    """
+
+    aor: str
+    contact: str
+    expires_at: float
+    call_id: str
+    cseq: int
+    q: float | None = None
+    path: tuple[str, ...] = ()
+    source: str = ""
+    user_agent: str = ""
+    instance: str = ""
+    reg_id: int | None = None
+    registered_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        _tuple_field(self, "path")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change, as read from the change feed.
+
+    Attributes:
+        seq: position in the feed; grows by one per change, never reused.
+        entity: ``"user"``, ``"binding"``, ``"kv"``, ``"ban"``, ``"cdr"``, later ``"line"``...
+        key: the record's key (user number, AOR, IP...), or ``"*"`` for a bulk change.
+        op: ``"put"`` (added or updated; for bindings: the AOR still has bindings) or
+            ``"delete"``.
+        at: wall-clock time of the write.
+    """
+
+    seq: int
+    entity: str
+    key: str
+    op: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    """A banned source address (fail-to-ban or an operator's ban).
+
+    Attributes:
+        ip: the address as text (``"192.0.2.7"``, ``"2001:db8::1"``). The key.
+        until: wall-clock end of the ban; ``None`` = until an operator lifts it.
+        reason: why (``"5 failed authentications in 60 s"``).
+        count: how many times this source was banned (ban time grows with it).
+        first_at: when the source was first banned.
+        last_at: when the current ban started.
+        users: user names the source tried, most recent last (bounded by the caller).
+    """
+
+    ip: str
+    until: float | None
+    reason: str = ""
+    count: int = 1
+    first_at: float = 0.0
+    last_at: float = 0.0
+    users: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _tuple_field(self, "users")
+
+
+@dataclass(frozen=True, slots=True)
+class CdrRecord:
+    """A call detail record (MSS: caller, dialled number, setup/alerting/answer/release times).
+
+    The CDR feature writes a record with ``result="interrupted"`` when a call is answered and
+    rewrites it (same ``id``) when the call ends, so a call cut by a crash stays visible.
+
+    Attributes:
+        id: unique id of the call (e.g. a UUID). The key.
+        caller: calling number (From user; ``"anonymous"`` when withheld).
+        dialed: the number as dialled (before the out-group prefix is stripped).
+        callee: who answered or was tried last (user number, or the number sent out).
+        setup_at: when the INVITE arrived.
+        call_id: Call-ID of the caller's leg.
+        caller_addr: the caller's source (``"udp:192.0.2.7:5060"``).
+        callee_addr: where the answering leg went.
+        direction: ``"internal"``, ``"inbound"`` or ``"outbound"``.
+        route: the line or trunk used (``"line:1"``, ``"trunk:carrier"``), ``""`` if internal.
+        ring_at: first 180/183; ``None`` if none.
+        answer_at: 200 OK; ``None`` if not answered.
+        end_at: release; ``None`` while the call runs (or when interrupted).
+        duration: seconds from answer to release, 0 if not answered.
+        status: final SIP status sent to the caller (200, 486, 480...), ``None`` if none.
+        cause: release cause (``cause`` of a received Reason header, RFC 3326), ``None`` if none.
+        reason: its text, or a short description.
+        hangup: who released: ``"caller"``, ``"callee"``, ``"system"`` or ``""``.
+        result: one of :data:`CDR_RESULTS`.
+        extra: JSON object for later fields.
+    """
+
+    id: str
+    caller: str
+    dialed: str
+    setup_at: float
+    callee: str = ""
+    call_id: str = ""
+    caller_addr: str = ""
+    callee_addr: str = ""
+    direction: str = "internal"
+    route: str = ""
+    ring_at: float | None = None
+    answer_at: float | None = None
+    end_at: float | None = None
+    duration: float = 0.0
+    status: int | None = None
+    cause: int | None = None
+    reason: str = ""
+    hangup: str = ""
+    result: str = "failed"
+    extra: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+
+# Records of later features: the protocols below are implemented by the issue named on each.
+
+
+@dataclass(frozen=True, slots=True)
+class LineRecord:
+    """An external line: a registration to a provider (MSS "external line").
+
+    Protocol only; implemented by the external-lines issue.
+
+    Attributes:
+        id: operator-chosen id. The key.
+        account: the account (user part) at the provider.
+        domain: the provider's domain (used in URIs even when unreachable).
+        password: the provider password, needed in the clear to answer challenges.
+        auth_user: authorization user name; ``""`` = ``account``, or ``account@domain`` when
+            ``auth_with_domain`` (IMS).
+        auth_with_domain: "the authorization ID includes address information".
+        proxy: the "Via" (outbound proxy / SBC) ``host[:port]`` packets go to; ``""`` = domain.
+        transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
+        register: whether to register at all.
+        expires: requested registration expiry, seconds.
+        new_call_id: send a new Call-ID with every REGISTER (some providers need it).
+        owner: local user receiving incoming calls on the line (``""`` = the attendant).
+        max_calls: concurrent calls on the line; ``None`` = unlimited.
+        no_answer_timeout: seconds; 0 = the system timer.
+        enabled: the line is in use.
+    """
+
+    id: str
+    account: str
+    domain: str
+    password: str = ""
+    auth_user: str = ""
+    auth_with_domain: bool = False
+    proxy: str = ""
+    transport: str = "udp"
+    register: bool = True
+    expires: int = 3600
+    new_call_id: bool = False
+    owner: str = ""
+    max_calls: int | None = None
+    no_answer_timeout: int = 0
+    enabled: bool = True
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    extra: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkRecord:
+    """A SIP trunk: a peer trusted by address and port (MSS "SIP trunk").
+
+    Protocol only; implemented by the SIP-trunks issue.
+
+    Attributes:
+        id: operator-chosen id. The key.
+        host: the peer's IP address or name.
+        port: its port.
+        transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
+        max_incoming: concurrent incoming calls; ``None`` = unlimited, 0 = refused.
+        max_outgoing: concurrent outgoing calls; ``None`` = unlimited, 0 = refused.
+    """
+
+    id: str
+    host: str
+    port: int = 5060
+    transport: str = "udp"
+    name: str = ""
+    max_incoming: int | None = None
+    max_outgoing: int | None = None
+    enabled: bool = True
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    extra: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRecord:
+    """A dial-plan route: numbers starting with ``prefix`` go out through a line or trunk.
+
+    Protocol only; implemented by the dial-plan issue.
+
+    Attributes:
+        id: operator-chosen id. The key.
+        prefix: dialled-number prefix (after the out-group prefix); ``""`` matches everything.
+        target: ``"line:<id>"`` or ``"trunk:<id>"``.
+        priority: lower first among equally long prefixes.
+        strip: leading digits removed before sending.
+        prepend: digits added after stripping.
+    """
+
+    id: str
+    prefix: str
+    target: str
+    priority: int = 0
+    strip: int = 0
+    prepend: str = ""
+    enabled: bool = True
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class IpListRecord:
+    """One entry of a named IP list (``"trusted"``, ``"blocked"``, ``"api"``...).
+
+    Protocol only; implemented by the IP-lists issue. The key is ``(list_name, network)``.
+
+    Attributes:
+        list_name: the list's name.
+        network: ``"IP"`` or ``"CIDR"``.
+        note: operator's note.
+    """
+
+    list_name: str
+    network: str
+    note: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BlacklistRecord:
+    """A system blacklist record (MSS): block ``rate`` % of matching calls.
+
+    Protocol only; implemented by the system-blacklist issue. The key is
+    ``(caller_prefix, called_prefix)``; the longest called-prefix match wins, then the longest
+    caller-prefix match.
+
+    Attributes:
+        caller_prefix: caller number prefix; ``"*"`` = any, ``"anonymous"`` = withheld callers.
+        called_prefix: called number prefix; ``"*"`` = any.
+        rate: 0-100, percentage of matching calls blocked.
+    """
+
+    caller_prefix: str
+    called_prefix: str
+    rate: int = 100
+    note: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A management API token. Only a hash of the secret is stored.
+
+    Protocol only; implemented by the API-tokens issue.
+
+    Attributes:
+        id: public id of the token. The key.
+        name: what it is for.
+        secret_hash: SHA-256 hex of the secret part.
+        scopes: granted scopes (``"read"``, ``"users:write"``...).
+        expires_at: wall-clock expiry; ``None`` = never.
+        last_used_at: 0 when never used.
+    """
+
+    id: str
+    name: str
+    secret_hash: str
+    scopes: tuple[str, ...] = ()
+    created_at: float = 0.0
+    expires_at: float | None = None
+    last_used_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        _tuple_field(self, "scopes")
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailRecord:
+    """A voicemail message. The audio lives in a file under the data dir.
+
+    Protocol only; implemented by the voicemail issue.
+
+    Attributes:
+        id: unique id. The key.
+        mailbox: the user number.
+        caller: who left it.
+        received_at: wall-clock time.
+        duration: seconds of audio.
+        media: audio file path relative to the data dir.
+        heard: played or mailed.
+    """
+
+    id: str
+    mailbox: str
+    caller: str
+    received_at: float
+    duration: float = 0.0
+    media: str = ""
+    heard: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Repositories
+# --------------------------------------------------------------------------------------------
+
+R = TypeVar("R")
+
+
+class UserRepo(Protocol):
+    """Local users, keyed by number. Writes append ``user`` changes."""
+
+    async def get(self, number: str) -> UserRecord | None:
+        """The user, or ``None``."""
+        ...
+
+    async def list(self) -> builtins.list[UserRecord]:
+        """Every user, sorted by number (code point order). *Bulk.*"""
+        ...
+
+    async def add(self, user: UserRecord) -> None:
+        """Add a user; stamps ``created_at``/``updated_at`` when 0; drops stale bindings.
+
+        Raises:
+            AlreadyExists: a user with that number exists.
+            ValueError: ``extra`` is not JSON-serialisable.
+        """
+        ...
+
+    async def update(self, user: UserRecord) -> None:
+        """Replace a user; keeps the stored ``created_at`` and stamps ``updated_at``.
+
+        Raises:
+            NotFound: no user with that number.
+            ValueError: ``extra`` is not JSON-serialisable.
+        """
+        ...
+
+    async def delete(self, number: str) -> bool:
+        """Delete a user and its bindings; ``False`` if there was no such user."""
+        ...
+
+
+class BindingRepo(Protocol):
+    """Registrar bindings (location service), keyed by AOR. Writes append ``binding`` changes.
+
+    The registrar computes the complete new binding set of an AOR (RFC 3261 §10.3 steps 6-7)
+    and stores it with :meth:`replace` or, batched, :meth:`apply`.
+    """
+
+    async def for_aor(self, aor: str) -> builtins.list[BindingRecord]:
+        """The AOR's bindings in the order stored, expired ones included."""
+        ...
+
+    async def all(self) -> builtins.list[BindingRecord]:
+        """Every binding, by AOR then stored order. *Bulk.*"""
+        ...
+
+    async def replace(self, aor: str, bindings: Sequence[BindingRecord]) -> None:
+        """Atomically make ``bindings`` the complete binding set of ``aor`` (empty = none).
+
+        Raises:
+            ValueError: a binding's ``aor`` is not ``aor``.
+            AlreadyExists: two bindings have the same contact.
+        """
+        ...
+
+    async def apply(self, changes: Sequence[tuple[str, Sequence[BindingRecord]]]) -> None:
+        """:meth:`replace` for several AORs in one transaction (one commit): all or nothing.
+
+        When an AOR appears more than once, the last set wins (as if applied in order).
+
+        Raises:
+            ValueError: a binding's ``aor`` differs from its entry's AOR (nothing written).
+            AlreadyExists: a set names one contact twice (nothing written).
+        """
+        ...
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete bindings with ``expires_at <= now``; returns how many."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """The log of committed changes, for caches in this and other processes."""
+
+    async def latest(self) -> int:
+        """The sequence number of the last committed change; 0 before any."""
+        ...
+
+    async def since(self, seq: int, *, limit: int | None = None) -> builtins.list[Change]:
+        """Changes with ``seq`` greater than ``seq``, oldest first, at most ``limit``."""
+        ...
+
+    async def horizon(self) -> int:
+        """Changes up to this sequence number were pruned (0 = none).
+
+        A consumer whose cursor is below it missed changes and must reload everything.
+        """
+        ...
+
+    async def prune(self, keep_last: int) -> int:
+        """Forget all but the last ``keep_last`` changes; returns how many were removed."""
+        ...
+
+
+class KeyValue(Protocol):
+    """Small settings and secrets (the nonce secret...). Writes append ``kv`` changes."""
+
+    async def get(self, key: str) -> str | None:
+        """The value, or ``None``."""
+        ...
+
+    async def set(self, key: str, value: str) -> None:
+        """Set (create or replace) a value."""
+        ...
+
+    async def setdefault(self, key: str, value: str) -> str:
+        """Set ``value`` unless the key exists; returns the stored value.
+
+        Atomic across processes: two servers generating a secret at once end up with one.
+        """
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Delete a value; ``False`` if it did not exist."""
+        ...
+
+
+class BanRepo(Protocol):
+    """Banned sources, keyed by IP text, so bans survive restarts. Writes append ``ban``."""
+
+    async def get(self, ip: str) -> BanRecord | None:
+        """The ban, or ``None`` (expired bans stay until purged)."""
+        ...
+
+    async def list(self) -> builtins.list[BanRecord]:
+        """Every ban, sorted by IP text. *Bulk.*"""
+        ...
+
+    async def put(self, ban: BanRecord) -> None:
+        """Create or replace the ban of ``ban.ip``."""
+        ...
+
+    async def delete(self, ip: str) -> bool:
+        """Lift a ban; ``False`` if there was none."""
+        ...
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete bans with ``until <= now`` (never the ``until=None`` ones); returns how many.
+
+        Appends one ``("ban", "*", "delete")`` change when something was deleted.
+        """
+        ...
+
+
+class CdrRepo(Protocol):
+    """Call detail records, keyed by id. Writes append ``cdr`` changes."""
+
+    async def put(self, cdr: CdrRecord) -> None:
+        """Create or replace the record ``cdr.id``.
+
+        Raises:
+            ValueError: ``extra`` is not JSON-serialisable.
+        """
+        ...
+
+    async def get(self, id: str) -> CdrRecord | None:
+        """The record, or ``None``."""
+        ...
+
+    async def query(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        number: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> builtins.list[CdrRecord]:
+        """Records with ``since <= setup_at < until`` by ``(setup_at, id)``. *Bulk.*
+
+        Args:
+            since: earliest ``setup_at``, inclusive; ``None`` = no bound.
+            until: latest ``setup_at``, exclusive; ``None`` = no bound.
+            number: only records whose caller, dialled number or callee equals it.
+            limit: at most this many records.
+            offset: skip this many first (paging).
+        """
+        ...
+
+    async def purge_before(self, t: float) -> int:
+        """Delete records with ``setup_at < t`` (retention); returns how many.
+
+        Appends one ``("cdr", "*", "delete")`` change when something was deleted.
+        """
+        ...
+
+
+class KeyedRepo(Protocol[R]):
+    """CRUD over records keyed by a string ``id`` (lines, trunks, routes, tokens...)."""
+
+    async def get(self, id: str) -> R | None:
+        """The record, or ``None``."""
+        ...
+
+    async def list(self) -> builtins.list[R]:
+        """Every record, sorted by id."""
+        ...
+
+    async def add(self, record: R) -> None:
+        """Raises: AlreadyExists."""
+        ...
+
+    async def update(self, record: R) -> None:
+        """Raises: NotFound."""
+        ...
+
+    async def delete(self, id: str) -> bool:
+        """``False`` if there was no such record."""
+        ...
+
+
+class LineRepo(KeyedRepo[LineRecord], Protocol):
+    """External lines (entity ``line``). Protocol only; implemented by the external-lines
+    issue, which adds ``lines`` to :class:`Storage` and a migration."""
+
+
+class TrunkRepo(KeyedRepo[TrunkRecord], Protocol):
+    """SIP trunks (entity ``trunk``). Protocol only; implemented by the SIP-trunks issue."""
+
+    async def by_address(self, host: str, port: int) -> TrunkRecord | None:
+        """The enabled trunk trusted at ``host:port``, or ``None``."""
+        ...
+
+
+class RouteRepo(KeyedRepo[RouteRecord], Protocol):
+    """Dial-plan routes (entity ``route``). Protocol only; implemented by the dial-plan issue."""
+
+
+class IpListRepo(Protocol):
+    """Named IP lists (entity ``iplist``, key ``"<list> <network>"``).
+
+    Protocol only; implemented by the IP-lists issue.
+    """
+
+    async def list(self, name: str) -> builtins.list[IpListRecord]:
+        """Entries of list ``name``, sorted by network text."""
+        ...
+
+    async def add(self, record: IpListRecord) -> None:
+        """Raises: AlreadyExists."""
+        ...
+
+    async def delete(self, name: str, network: str) -> bool:
+        """``False`` if there was no such entry."""
+        ...
+
+
+class BlacklistRepo(Protocol):
+    """The system blacklist (entity ``blacklist``, key ``"<caller_prefix> <called_prefix>"``).
+
+    Protocol only; implemented by the system-blacklist issue.
+    """
+
+    async def list(self) -> builtins.list[BlacklistRecord]:
+        """Every record, sorted by (called_prefix, caller_prefix)."""
+        ...
+
+    async def put(self, record: BlacklistRecord) -> None:
+        """Create or replace the record with the same two prefixes."""
+        ...
+
+    async def delete(self, caller_prefix: str, called_prefix: str) -> bool:
+        """``False`` if there was no such record."""
+        ...
+
+
+class TokenRepo(KeyedRepo[TokenRecord], Protocol):
+    """Management API tokens (entity ``token``). Protocol only; implemented by the API-tokens
+    issue."""
+
+    async def touch(self, id: str, at: float) -> None:
+        """Record a use (``last_used_at``); appends no change (it is not configuration)."""
+        ...
+
+
+class VoicemailRepo(Protocol):
+    """Voicemail messages (entity ``voicemail``). Protocol only; implemented by the voicemail
+    issue."""
+
+    async def for_mailbox(self, mailbox: str) -> builtins.list[VoicemailRecord]:
+        """The mailbox's messages, oldest first."""
+        ...
+
+    async def add(self, record: VoicemailRecord) -> None:
+        """Raises: AlreadyExists."""
+        ...
+
+    async def mark_heard(self, id: str) -> bool:
+        """``False`` if there was no such message."""
+        ...
+
+    async def delete(self, id: str) -> bool:
+        """``False`` if there was no such message."""
+        ...
+
+
+class Storage(Protocol):
+    """A storage backend: the repositories plus the lifecycle.
+
+    Construct it (no I/O), then ``await storage.open()`` (creates or migrates the database) and
+    ``await storage.close()``; or ``async with storage:``. One instance serves one event loop.
+    Later issues add ``lines``, ``trunks``, ``routes``, ``iplists``, ``blacklist``, ``tokens``
+    and ``voicemail`` here.
+    """
+
+    @property
+    def users(self) -> UserRepo: ...
+
+    @property
+    def bindings(self) -> BindingRepo: ...
+
+    @property
+    def changes(self) -> ChangeFeed: ...
+
+    @property
+    def kv(self) -> KeyValue: ...
+
+    @property
+    def bans(self) -> BanRepo: ...
+
+    @property
+    def cdrs(self) -> CdrRepo: ...
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database (0 before :meth:`open`)."""
+        ...
+
+    async def open(self) -> None:
+        """Open (create, migrate) the store. Idempotent.
+
+        Raises:
+            SchemaError: the database is newer than this code or not an mss database.
+            StorageError: it cannot be opened.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release the store. Idempotent."""
+        ...
+
+    async def __aenter__(self) -> Storage: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
