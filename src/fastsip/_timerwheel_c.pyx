@@ -79,7 +79,15 @@ cdef extern from "Python.h":
     void _list_set "PyList_SET_ITEM"(object lst, Py_ssize_t i, PyObject* item)
     object _list_new "PyList_New"(Py_ssize_t size)
 
-__all__ = ("HORIZON_BITS", "LEVELS", "LEVEL_BITS", "SLOTS", "TimerHandle", "TimerWheel")
+__all__ = (
+    "HORIZON_BITS",
+    "LEVELS",
+    "LEVEL_BITS",
+    "MAX_TICKS",
+    "SLOTS",
+    "TimerHandle",
+    "TimerWheel",
+)
 
 cdef enum:
     _LEVEL_BITS = 6
@@ -177,7 +185,8 @@ cdef inline void _splice(_Entry* e, uint32_t src, uint32_t dst) noexcept nogil:
 
 
 @cython.final
-@cython.freelist(1024)
+@cython.auto_pickle(False)
+@cython.freelist(16384)  # bursts of timers recycle handles; keeps at most 768 KiB when idle
 cdef class TimerHandle:
     """A scheduled timer, returned by :meth:`TimerWheel.schedule` and passed to ``cancel``.
 
@@ -199,8 +208,12 @@ cdef class TimerHandle:
     def __repr__(self):
         return f"<TimerHandle deadline={self._deadline!r}>"
 
+    def __reduce__(self):
+        raise TypeError("cannot pickle or copy a TimerHandle")
+
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class TimerWheel:
     """A hierarchical hashed timer wheel driven by an explicit ``now`` (see the pure twin).
 
@@ -277,6 +290,9 @@ cdef class TimerWheel:
 
     def __repr__(self):
         return f"<TimerWheel tick={self._tick!r} now={self._now!r} pending={self._count}>"
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle or copy a TimerWheel")
 
     def schedule(self, double deadline, object payload):
         """Schedule ``payload`` to come out of ``advance`` once ``deadline`` has passed.
@@ -517,35 +533,53 @@ cdef class TimerWheel:
             e[_WORK].prev = _WORK
         self._cur = target
 
+    cdef Py_ssize_t _fired_count(self) noexcept:
+        cdef _Entry* e = self._entries
+        cdef Py_ssize_t n = 0
+        cdef uint32_t i = e[_FIRED].next
+        while i != _FIRED:
+            n += 1
+            i = e[i].next
+        return n
+
     cdef list _drain(self):
         """Empty the fired list into a list of payloads in (deadline, sequence) order."""
-        cdef _Entry* e = self._entries
+        cdef _Entry* e
         cdef uint32_t i
         cdef uint32_t nxt
-        cdef Py_ssize_t n = 0
+        cdef Py_ssize_t n
         cdef Py_ssize_t k
         cdef bint ordered = True
         cdef fs_tw_key* keys
         cdef list payloads = self._payloads
         cdef list out
         cdef PyObject* payload
+        while True:
+            n = self._fired_count()
+            # The one GC-tracked allocation here: it may run a collection, whose finalizers may
+            # re-enter this wheel and cancel (or drain) fired timers. Recount; nothing below
+            # allocates Python objects, so the list stays as counted.
+            out = _list_new(n)
+            if self._fired_count() == n:
+                break
+        if n == 0:
+            return out
+        e = self._entries
         i = e[_FIRED].next
-        while i != _FIRED:
+        while e[i].next != _FIRED:
             nxt = e[i].next
-            if nxt != _FIRED and (
-                e[nxt].deadline < e[i].deadline
-                or (e[nxt].deadline == e[i].deadline and e[nxt].seq < e[i].seq)
+            if e[nxt].deadline < e[i].deadline or (
+                e[nxt].deadline == e[i].deadline and e[nxt].seq < e[i].seq
             ):
                 ordered = False
-            n += 1
+                break
             i = nxt
-        out = _list_new(n)
         if not ordered:
             # Rare: past deadlines mixed with wheel timers, or several deadlines in one tick
             # out of order. Sorting by (deadline, seq) is schedule order among ties.
             keys = <fs_tw_key*>PyMem_Malloc(n * sizeof(fs_tw_key))
             if keys == NULL:
-                raise MemoryError()
+                raise MemoryError()  # nothing moved yet: the timers stay in the fired list
             i = e[_FIRED].next
             for k in range(n):
                 keys[k].deadline = e[i].deadline

@@ -68,15 +68,29 @@ level 0 (within 64 ticks), else one walk of the slot holding it, cached until th
 This twin stores a slot as an insertion-ordered ``dict`` mapping handle to payload (O(1) delete
 by key in pure Python); the Cython twin uses index-linked lists in a C slab. In both, a handle
 holds no reference to its payload or wheel. Both expose the same public API.
+
+Re-entrancy: like other pure-Python containers, this twin must not be re-entered from a
+finalizer (``__del__``, weakref callback) that a garbage collection happens to run in the middle
+of one of its own methods. The Cython twin allocates no Python object while its structure is in
+flux and re-checks after the one allocation in ``advance``, so it is safe there. Both release a
+cancelled payload last, and ``advance`` hands payloads out only once the wheel is consistent.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Final, SupportsFloat, SupportsIndex, TypeAlias, final
+from typing import Final, NoReturn, SupportsFloat, SupportsIndex, TypeAlias, final
 
-__all__ = ("HORIZON_BITS", "LEVELS", "LEVEL_BITS", "SLOTS", "TimerHandle", "TimerWheel")
+__all__ = (
+    "HORIZON_BITS",
+    "LEVELS",
+    "LEVEL_BITS",
+    "MAX_TICKS",
+    "SLOTS",
+    "TimerHandle",
+    "TimerWheel",
+)
 
 #: bits of tick number per level; each level has ``SLOTS`` slots.
 LEVEL_BITS: Final = 6
@@ -166,6 +180,12 @@ class TimerHandle:
     def __repr__(self) -> str:
         return f"<TimerHandle deadline={self._deadline!r}>"
 
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("cannot pickle or copy a TimerHandle")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        raise TypeError("TimerHandle cannot be subclassed")  # as the Cython twin (final)
+
 
 @final
 class TimerWheel:
@@ -228,6 +248,12 @@ class TimerWheel:
 
     def __repr__(self) -> str:
         return f"<TimerWheel tick={self._tick!r} now={self._now!r} pending={self._count}>"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("cannot pickle or copy a TimerWheel")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        raise TypeError("TimerWheel cannot be subclassed")  # as the Cython twin (final)
 
     def schedule(self, deadline: float, payload: object) -> TimerHandle:
         """Schedule ``payload`` to come out of ``advance`` once ``deadline`` has passed.

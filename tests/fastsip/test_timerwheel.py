@@ -10,6 +10,7 @@ derandomized hypothesis, no timing assertions.
 from __future__ import annotations
 
 import gc
+import importlib
 import math
 import os
 import random
@@ -377,12 +378,14 @@ def test_cancel_foreign_handles(tw: ModuleType) -> None:
     for bad in (None, 1, "h", object()):
         with pytest.raises(TypeError):
             w1.cancel(bad)
-    other = PY if tw is not PY else None
-    if other is None and "c" in _compat.LOADED:  # pragma: no cover - depends on the build
-        other = twin_module("timerwheel", "c")
-    if other is not None and other is not tw:
-        with pytest.raises(TypeError):
-            w1.cancel(other.TimerWheel().schedule(1.0, "x"))
+    for name in ("py", "c"):  # the other twin's handles are the wrong type
+        try:
+            other = importlib.import_module(f"fastsip._timerwheel_{name}")
+        except ImportError:
+            continue
+        if other is not tw:
+            with pytest.raises(TypeError):
+                w1.cancel(other.TimerWheel().schedule(1.0, "x"))
     assert w1.advance(1.0) == ["one"] and w2.advance(1.0) == ["two"]
 
 
@@ -709,3 +712,81 @@ def test_extension_really_loaded() -> None:
     mod = sys.modules["fastsip._timerwheel_c"]
     assert mod.__file__ is not None and not mod.__file__.endswith(".py")
     assert timerwheel.TimerWheel is mod.TimerWheel
+
+
+def test_not_copyable_picklable_or_subclassable(tw: ModuleType) -> None:
+    import copy
+    import pickle
+
+    w = tw.TimerWheel()
+    h = w.schedule(1.0, "x")
+    for obj in (w, h):
+        with pytest.raises(TypeError):
+            copy.copy(obj)
+        with pytest.raises(TypeError):
+            copy.deepcopy(obj)
+        with pytest.raises(TypeError):
+            pickle.dumps(obj)
+    for cls in (tw.TimerWheel, tw.TimerHandle):
+        with pytest.raises(TypeError):
+            type("Sub", (cls,), {})
+    assert w.cancel(h)
+
+
+def test_finalizer_reentering_during_advance(TimerWheel: Any) -> None:
+    # A payload's finalizer that cancels other timers of the same wheel runs when the caller
+    # drops the result, never in the middle of advance(); every timer comes out exactly once.
+    w = TimerWheel(tick=0.01)
+    handles: list[Any] = []
+
+    class P:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def __del__(self) -> None:
+            for h in handles[self.i + 1 : self.i + 3]:
+                w.cancel(h)
+
+    for i in range(200):
+        handles.append(w.schedule(1.0 + i * 0.001, P(i)))
+    seen = []
+    while len(w):
+        batch = w.advance(w.now + 0.05)
+        seen += [p.i for p in batch]
+        del batch
+    assert seen == sorted(set(seen))
+
+
+@pytest.mark.c_only
+def test_c_gc_finalizer_reentering_inside_advance() -> None:
+    # Force a collection at advance()'s one Python allocation: a cyclic garbage object whose
+    # finalizer cancels timers that are already in the fired list. They must not come out.
+    mod = twin_module("timerwheel", "c")
+    w = mod.TimerWheel(tick=1.0)
+    handles = [w.schedule(1.0 + i * 0.001, i) for i in range(10)]
+    cancelled: list[bool] = []
+    seen_now: list[float] = []
+
+    class Trap:
+        def __del__(self) -> None:
+            seen_now.append(w.now)
+            cancelled.extend(w.cancel(h) for h in handles[3:6])
+
+    advance = w.advance  # bind first: a bound method is itself a GC allocation
+    old = gc.get_threshold()
+    gc.collect()
+    gc.disable()
+    try:
+        trap = Trap()
+        trap.self = trap  # type: ignore[attr-defined]
+        del trap
+        gc.set_threshold(1)
+        gc.enable()
+        out = advance(2.0)
+    finally:
+        gc.set_threshold(*old)
+        gc.enable()
+    assert seen_now == [2.0], "the finalizer should have run inside advance(2.0)"
+    assert cancelled == [True, True, True]
+    assert out == [0, 1, 2, 6, 7, 8, 9]
+    assert len(w) == 0 and w.advance(3.0) == []
