@@ -174,6 +174,7 @@ class Server:
             secret=await server_secret(cfg, storage),
             nonce_lifetime=cfg.auth.nonce_lifetime,
             failed_response=cfg.auth.failed_response,
+            algorithms=cfg.auth.algorithms,
         )
         self.registrar = Registrar(
             users=self.users,

@@ -91,6 +91,7 @@ _ENV_NOT_SETTINGS = frozenset({"MSS_CONFIG"})
 
 Transport = Literal["udp", "tcp", "tls"]
 LogFormat = Literal["auto", "text", "json"]
+DigestAlgorithm = Literal["SHA-256", "MD5", "SHA-512-256"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 StorageBackend = Literal["sqlite", "memory"]
 
@@ -666,6 +667,20 @@ class AuthConfig(_Checked):
             "answer to a request whose credentials are wrong: 401 (challenge again) or 403"
         ),
     )
+    algorithms: tuple[DigestAlgorithm, ...] = field(
+        default=("SHA-256", "MD5"),
+        metadata=_meta(
+            "digest algorithms offered, one challenge each, in this order (RFC 8760: a client "
+            "uses the first it supports); clients that only read the first challenge (e.g. "
+            "sipp 3.6) need MD5 first or alone"
+        ),
+    )
+
+    def _check(self) -> None:
+        if not self.algorithms:
+            raise ConfigError("algorithms", "offer at least one algorithm")
+        if len(set(self.algorithms)) != len(self.algorithms):
+            raise ConfigError("algorithms", "each algorithm at most once")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,63 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from netutil import run_on
-from serverutil import Uac, mss_cli, wait_for
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve(data_dir: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[str]]:
-    env = dict(os.environ)
-    env.pop("MSS_CONFIG", None)
-    cmd = [
-        sys.executable, "-m", "mss", "serve", "--data-dir", str(data_dir),
-        "--listen", f"udp:127.0.0.1:{port}", "--listen", f"tcp:127.0.0.1:{port}",
-        "--domain", "example.test", "--log-format", "json", *extra,
-    ]
-    env.update({"MSS_STUN_PORT": "", "MSS_API_ENABLED": "0"})
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 20
-        lines = []
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "mss started" in line:
-                break
-        else:  # pragma: no cover
-            raise AssertionError("server did not start:\n" + "".join(lines))
-        assert proc.poll() is None, "".join(lines) + proc.stdout.read()
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+from serverutil import Uac, free_udp_port, mss_cli, serve, wait_for
 
 
 def register(port: int, user: str, password: str, **kw: object) -> int:

@@ -267,6 +267,7 @@ max_expires = 3600
 nonce_lifetime = 60
 secret = "s3cret"
 failed_response = 403
+algorithms = ["MD5"]
 
 [calls]
 no_answer_timeout = 30

@@ -18,10 +18,11 @@ successes are reported to the security policy (fail-to-ban).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from fastsip.digest import (
+    ALGORITHMS,
     NonceCounter,
     NonceFactory,
     NonceStatus,
@@ -67,6 +68,7 @@ class Authenticator:
         secret: bytes,
         nonce_lifetime: float = 300.0,
         failed_response: int = 401,
+        algorithms: Sequence[str] = ALGORITHMS,
         events: AuthEvents | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -75,6 +77,7 @@ class Authenticator:
         self.nonces = NonceFactory(secret=secret, lifetime=nonce_lifetime)
         self.counter = NonceCounter()
         self.failed_response = failed_response
+        self.algorithms = tuple(algorithms)
         self.events: AuthEvents = events if events is not None else _NoEvents()
         self._wall = wall
         self.stats = {"challenges": 0, "failures": 0, "successes": 0, "stale": 0}
@@ -83,7 +86,7 @@ class Authenticator:
         """Answer 401 (or 407 for proxy-style requests) with a fresh SHA-256 + MD5 challenge."""
         nonce = self.nonces.make(self._wall())
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        values = challenge_values(self.realm, nonce, stale=stale)
+        values = challenge_values(self.realm, nonce, stale=stale, algorithms=self.algorithms)
         ctx.respond(407 if proxy else 401, headers=[(name, v) for v in values])
 
     def _fail(self, ctx: RequestContext, username: str, *, proxy: bool) -> None:
