@@ -66,10 +66,8 @@ async def server_secret(config: Config, storage: Storage) -> bytes:
     """The nonce HMAC secret: configured, else generated once and kept in storage."""
     if config.auth.secret:
         return config.auth.secret.encode()
-    secret = await storage.kv.get("auth.secret")
-    if not secret:
-        secret = os.urandom(32).hex()
-        await storage.kv.set("auth.secret", secret)
+    # setdefault is atomic across processes: two first starts agree on one secret
+    secret = await storage.kv.setdefault("auth.secret", os.urandom(32).hex())
     return bytes.fromhex(secret)
 
 log = logging.getLogger("mss")
@@ -208,6 +206,11 @@ class Server:
                 latest = await self.storage.changes.latest()
                 if latest == self._change_seq:
                     continue
+                if self._change_seq < await self.storage.changes.horizon():
+                    # changes we never saw were pruned: reload everything we follow
+                    self._change_seq = latest
+                    await self.users.load()
+                    continue
                 changes = await self.storage.changes.since(self._change_seq)
                 self._change_seq = latest
                 users = [c.key for c in changes if c.entity == "user"]
@@ -221,13 +224,16 @@ class Server:
                 log.exception("following storage changes failed")
 
     async def _sweep_bindings(self) -> None:
+        """Every minute: drop expired bindings; keep the change feed short."""
         while True:
             await asyncio.sleep(60)
             try:
                 if self.location is not None:
                     await self.location.sweep()
+                if self.storage is not None:
+                    await self.storage.changes.prune(10000)
             except Exception:
-                log.exception("binding sweep failed")
+                log.exception("periodic storage maintenance failed")
 
     async def stop(self) -> None:
         for task in self._tasks:

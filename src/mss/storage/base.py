@@ -655,7 +655,8 @@ class CdrRepo(Protocol):
     async def purge_before(self, t: float) -> int:
         """Delete records with ``setup_at < t`` (retention); returns how many.
 
-        Appends one ``("cdr", "*", "delete")`` change when something was deleted.
+        Appends a ``("cdr", "*", "delete")`` change when something was deleted (SQLite deletes
+        in transactions of 1000 rows, yielding to the loop between them: one change each).
         """
         ...
 

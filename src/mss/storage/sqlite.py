@@ -26,9 +26,13 @@ that time, so CLI transactions must stay short (they are: one repository call ea
 data) but the last transactions may be lost on power loss or an OS crash (the database stays
 consistent). ``durable=True`` selects ``synchronous=FULL``: every commit fsyncs the WAL, so it
 also survives power loss, at the cost of one fsync per commit (which is why the registrar batches
-REGISTERs into one :meth:`~.base.BindingRepo.apply`). Automatic checkpoints are disabled on the
-loop's connection (they fsync the database); every ``checkpoint_every`` commits a passive
-checkpoint runs in a worker thread instead.
+REGISTERs into one :meth:`~.base.BindingRepo.apply`).
+
+*Checkpoints.* SQLite's automatic WAL checkpoints would run inside a commit on the loop thread
+and copy up to 1000 pages with two fsyncs. They are disabled on the loop's connection; instead,
+after about ``checkpoint_rows`` written rows, a passive checkpoint runs in a worker thread. With
+``synchronous=NORMAL`` the loop still pays one fsync of the WAL header per checkpoint cycle, when
+the next commit restarts the WAL. Other processes (the CLI) keep SQLite's automatic checkpoints.
 
 *Schema.* ``PRAGMA application_id`` marks the file as an mss database and ``PRAGMA
 user_version`` holds the schema version. :meth:`SqliteStorage.open` applies the missing
@@ -121,20 +125,20 @@ class _Db:
         *,
         durable: bool,
         busy_timeout: float,
-        checkpoint_every: int,
+        checkpoint_rows: int,
         clock: Callable[[], float],
     ) -> None:
         self.path = path
         self.durable = durable
         self.busy_timeout = busy_timeout
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_rows = checkpoint_rows
         self.clock = clock
         self.version = 0
         self._conn: sqlite3.Connection | None = None
         # The worker-thread connection, created on first use; guarded by _reader_lock.
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
-        self._commits = 0
+        self._written = 0
         self._checkpoint: asyncio.Future[None] | None = None
 
     # Connections ------------------------------------------------------------------------------
@@ -251,8 +255,8 @@ class _Db:
         if checkpoint is not None:
             with contextlib.suppress(Exception):
                 await checkpoint
-        if self._reader is not None:
-            await asyncio.to_thread(self._close_reader)
+        # Under the reader lock, in a thread: waits for a bulk read or checkpoint in flight.
+        await asyncio.to_thread(self._close_reader)
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA optimize")
         conn.close()
@@ -266,8 +270,11 @@ class _Db:
     # Statements -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, rows: int = 1) -> Iterator[sqlite3.Connection]:
         """One write transaction: ``BEGIN IMMEDIATE``, the body, ``COMMIT``; rollback on error.
+
+        Args:
+            rows: about how many rows the body writes, to schedule checkpoints.
 
         Raises:
             StorageError: SQLite failed (locked longer than ``busy_timeout``, I/O error...);
@@ -286,8 +293,8 @@ class _Db:
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"{type(exc).__name__}: {exc}") from exc
             raise
-        self._commits += 1
-        if self._commits >= self.checkpoint_every:
+        self._written += rows
+        if self._written >= self.checkpoint_rows:
             self._start_checkpoint()
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -337,7 +344,7 @@ class _Db:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._commits = 0
+        self._written = 0
         self._checkpoint = loop.run_in_executor(None, self._run_checkpoint)
 
     def _run_checkpoint(self) -> None:
@@ -430,7 +437,8 @@ class SqliteBindings:
         if not sets:
             return
         now = self._db.clock()
-        with self._db.write() as conn:
+        rows = 2 * len(sets) + sum(len(b) for b in sets.values())
+        with self._db.write(rows) as conn:
             # Hot path: three executemany, one commit. Rows are encoded lazily, so a record
             # that cannot be stored fails mid-transaction and the rollback undoes the batch.
             conn.executemany("DELETE FROM bindings WHERE aor = ?", [(aor,) for aor in sets])
@@ -658,7 +666,7 @@ class SqliteStorage:
         path: the database file (created with mode 0600, parent directories included).
         durable: ``synchronous=FULL``: commits also survive power loss (one fsync each).
         busy_timeout: seconds a writer waits for another process's write transaction.
-        checkpoint_every: commits between two WAL checkpoints (run in a worker thread).
+        checkpoint_rows: rows written between two WAL checkpoints (run in a worker thread).
         clock: wall-clock time for stamps and change times (``time.time``).
 
     Raises:
@@ -673,19 +681,19 @@ class SqliteStorage:
         *,
         durable: bool = False,
         busy_timeout: float = 5.0,
-        checkpoint_every: int = 100,
+        checkpoint_rows: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         text = os.fspath(path)
         if not text or text == ":memory:" or text.startswith("file:"):
             raise ValueError(f"SQLite storage needs a file path, got {text!r}")
-        if busy_timeout < 0 or checkpoint_every < 1:
-            raise ValueError("busy_timeout must be >= 0 and checkpoint_every >= 1")
+        if busy_timeout < 0 or checkpoint_rows < 1:
+            raise ValueError("busy_timeout must be >= 0 and checkpoint_rows >= 1")
         self._db = _Db(
             text,
             durable=durable,
             busy_timeout=busy_timeout,
-            checkpoint_every=checkpoint_every,
+            checkpoint_rows=checkpoint_rows,
             clock=clock,
         )
         self.users = SqliteUsers(self._db)
