@@ -1,0 +1,1881 @@
+# cython: language_level=3, annotation_typing=False
+"""Cython SIP parser: the fast twin of :mod:`fastsip._parser_py`, which is the specification.
+
+Theory of operation
+-------------------
+Everything observable is identical to the pure twin: the same public functions with the same
+(keyword-only) options and defaults, the same shared result classes (``fastsip.message``,
+``fastsip.headers``, ``fastsip.uri``), equal field values, and on bad input a
+:class:`~fastsip.errors.ParseError` with the same reason, ``status_hint`` and offset, raised at
+the same point of the same checks (RFC 3261 §7, §18.3, §25.1; RFC 4475; RFC 5118; RFC 5626
+§4.4.1). Read ``_parser_py.py`` for *what* each step does; comments here say *why* a step is C.
+
+What is different is only how the work is done:
+
+* Framing scans ``const unsigned char*`` buffers: ``memchr`` finds line ends, one 256-entry table
+  classifies token/host/param... characters, and well-known header names are mapped to
+  pre-built interned keys (and the name as written to a shared constant when it is the common
+  spelling) through a small open-addressing table, without allocating.
+* Value parsers read ``str`` objects through ``PyUnicode_KIND``/``PyUnicode_DATA`` with index
+  arithmetic instead of slicing, splitting and partitioning, so only the result strings are
+  allocated. Rare paths (``%HH`` escapes, quoted-pairs, folded lines, non-ASCII lower-casing,
+  Unicode look-alikes in the SIP-Version) call the same Python operations the pure twin uses,
+  which keeps their corner cases (and exception types) identical.
+* Results are allocated with the type's allocator and their ``__slots__`` written at their C
+  offsets (checked at import; falls back to ``setattr`` when a class is not a plain slotted
+  class), so building a URI costs a few nanoseconds per field instead of a Python-level
+  ``__init__`` call with keyword arguments.
+
+Invariants: every index is checked against its buffer's length before it is read; all work is
+bounded by the input length and the :class:`~fastsip.limits.Limits`.
+"""
+
+from libc.string cimport memchr, memcmp, memcpy
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+
+import sys as _sys
+import inspect as _inspect
+import types as _types
+
+from .errors import ParseError
+from .headers import COMPACT_FORMS, Address, Auth, CSeq, Via, header_key
+from .limits import DEFAULT_LIMITS, Limits
+from .message import Kind, Request, Response
+from .uri import URI
+
+__all__ = (
+    "StreamParser",
+    "classify",
+    "parse_address",
+    "parse_address_list",
+    "parse_auth",
+    "parse_cseq",
+    "parse_datagram",
+    "parse_uri",
+    "parse_via",
+)
+
+
+ctypedef unsigned int UC   # a code point as a plain C integer (Py_UCS4 would coerce to str)
+
+
+cdef extern from "Python.h":
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    object PyUnicode_DecodeASCII(const char* s, Py_ssize_t size, const char* errors)
+    object PyUnicode_Substring(object s, Py_ssize_t start, Py_ssize_t end)
+    object PyUnicode_New(Py_ssize_t size, UC maxchar)
+    object PyList_New(Py_ssize_t n)
+    void PyList_SET_ITEM(object lst, Py_ssize_t i, PyObject* o)
+    int PyUnicode_READY(object s) except -1
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
+    int PyUnicode_KIND(object s)
+    void* PyUnicode_DATA(object s)
+    UC PyUnicode_READ(int kind, const void* data, Py_ssize_t index) nogil
+    bint PyBytes_Check(object o)
+    char* PyBytes_AS_STRING(object o)
+    Py_ssize_t PyBytes_GET_SIZE(object o)
+    object PyBytes_FromStringAndSize(const char* s, Py_ssize_t n)
+    bint PyByteArray_Check(object o)
+    char* PyByteArray_AS_STRING(object o)
+    Py_ssize_t PyByteArray_GET_SIZE(object o)
+    object PyLong_FromSsize_t(Py_ssize_t v)
+    object PyLong_FromUnsignedLongLong(unsigned long long v)
+    long PyLong_AsLongAndOverflow(object o, int* overflow) except? -1
+    bint PyLong_CheckExact(object o)
+    object PyType_GenericAlloc(PyTypeObject* t, Py_ssize_t n)
+    int PyObject_GetBuffer(object o, Py_buffer* view, int flags) except -1
+    void PyBuffer_Release(Py_buffer* view)
+    int PyBUF_SIMPLE
+    Py_ssize_t PY_SSIZE_T_MAX
+
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        const char* name
+        int type
+        Py_ssize_t offset
+        int flags
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+
+# ---------------------------------------------------------------------------------------------
+# character classes (one table for framing bytes and for the ASCII part of value strings)
+# ---------------------------------------------------------------------------------------------
+cdef enum:
+    C_TOKEN = 1 << 0      # RFC 3261 token
+    C_HOST = 1 << 1       # hostname / IPv4 characters
+    C_IPV6 = 1 << 2
+    C_SCHEME = 1 << 3
+    C_USER = 1 << 4
+    C_PASSWORD = 1 << 5
+    C_PARAM = 1 << 6
+    C_HEADER = 1 << 7
+    C_TEL = 1 << 8
+    C_BADURI = 1 << 9
+    C_HEX = 1 << 10
+    C_DIGIT = 1 << 11
+    C_TOKEN68 = 1 << 12
+    C_GPSTOP = 1 << 13    # ends an unquoted generic-param value: SP HTAB ; , " < >
+    C_VIASTOP = 1 << 14   # ends a sent-by / addr-spec: SP HTAB ; ,
+    C_WS = 1 << 15        # SP HTAB
+
+cdef enum:
+    CH_HT = 9
+    CH_LF = 10
+    CH_CR = 13
+    CH_SP = 32
+    CH_DQUOTE = 34
+    CH_PCT = 37
+    CH_AMP = 38
+    CH_SLASH = 47
+    CH_COLON = 58
+    CH_SEMI = 59
+    CH_LT = 60
+    CH_EQ = 61
+    CH_GT = 62
+    CH_QMARK = 63
+    CH_AT = 64
+    CH_LBRACKET = 91
+    CH_BSLASH = 92
+    CH_RBRACKET = 93
+    CH_COMMA = 44
+
+cdef unsigned int _ct[256]
+cdef unsigned char _lc[256]   # a token octet lower-cased; 0 for octets that are not token
+
+
+def _build_classes():
+    alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    classes = (
+        (C_TOKEN, alnum + "-.!%*_+`'~"),
+        (C_HOST, alnum + "-._"),
+        (C_IPV6, "0123456789abcdefABCDEF:."),
+        (C_SCHEME, alnum + "+-."),
+        (C_USER, alnum + "-_.!~*'()&=+$,;?/%"),
+        (C_PASSWORD, alnum + "-_.!~*'()&=+$,%"),
+        (C_PARAM, alnum + "-_.!~*'()[]/:&+$%"),
+        (C_HEADER, alnum + "-_.!~*'()[]/?:+$%="),
+        (C_TEL, alnum + "-_.!~*'()&=+$,/%#:@"),
+        (C_BADURI, ' \t<>"\x7f' + "".join(chr(c) for c in range(32))),
+        (C_HEX, "0123456789abcdefABCDEF"),
+        (C_DIGIT, "0123456789"),
+        (C_TOKEN68, alnum + "-._~+/"),
+        (C_GPSTOP, ' \t;,"<>'),
+        (C_VIASTOP, " \t;,"),
+        (C_WS, " \t"),
+    )
+    cdef int i
+    for i in range(256):
+        _ct[i] = 0
+    for bit, chars in classes:
+        for ch in chars:
+            _ct[ord(ch)] |= bit
+    for i in range(256):
+        _lc[i] = (i + 32 if 65 <= i <= 90 else i) if _ct[i] & C_TOKEN else 0
+
+
+_build_classes()
+
+
+cdef inline bint _is(UC c, unsigned int mask) noexcept nogil:
+    return c < 128 and (_ct[c] & mask) != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# interned names: C hash tables so that common names cost no allocation
+# ---------------------------------------------------------------------------------------------
+cdef enum:
+    NAME_MAX = 32
+    F_CONTENT_LENGTH = 1
+
+ctypedef struct Ent:
+    Py_ssize_t n                 # 0 = empty slot
+    unsigned char low[NAME_MAX]  # lookup bytes (lower case, or exact for the exact table)
+    unsigned char canon[NAME_MAX]
+    PyObject* key                # header key / interned value
+    PyObject* canon_obj          # common spelling as written
+    PyObject* low_obj            # all-lower-case spelling as written
+    int flags
+
+cdef Ent _htab[512]   # header names, case-insensitive -> key
+cdef Ent _ptab[256]   # parameter names, case-insensitive -> lower-case name
+cdef Ent _xtab[128]   # exact spellings: methods, transports, auth schemes
+_KEEP = []            # owns the objects the tables point to
+
+
+cdef inline size_t _hash_step(size_t h, unsigned char c) noexcept nogil:
+    return (h * 33) ^ c
+
+
+cdef inline Ent* _lookup(Ent* tab, size_t mask, const unsigned char* s, Py_ssize_t n,
+                         size_t h) noexcept nogil:
+    cdef Ent* e
+    while True:
+        e = &tab[h & mask]
+        if e.n == 0:
+            return NULL
+        if e.n == n and memcmp(e.low, s, n) == 0:
+            return e
+        h += 1
+
+
+cdef int _insert(Ent* tab, size_t mask, bytes lookup, object key, object canon,
+                 object low, int flags) except -1:
+    cdef Py_ssize_t n = len(lookup), k
+    cdef size_t h = 5381
+    cdef bytes cb = canon.encode("ascii")
+    for k in range(n):
+        h = _hash_step(h, lookup[k])
+    if _lookup(tab, mask, lookup, n, h) != NULL:
+        return 0
+    cdef Ent* e
+    while True:
+        e = &tab[h & mask]
+        if e.n == 0:
+            break
+        h += 1
+    for k in range(n):
+        e.low[k] = lookup[k]
+        e.canon[k] = cb[k]
+    e.n = n
+    _KEEP.extend((key, canon, low))
+    e.key = <PyObject*>key
+    e.canon_obj = <PyObject*>canon
+    e.low_obj = <PyObject*>low
+    e.flags = flags
+    return 0
+
+
+_HEADER_NAMES = (
+    "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Expires",
+    "Content-Length", "Content-Type", "User-Agent", "Allow", "Supported", "Require",
+    "Proxy-Require", "Unsupported", "Route", "Record-Route", "Path", "Authorization",
+    "WWW-Authenticate", "Proxy-Authorization", "Proxy-Authenticate", "Authentication-Info",
+    "Event", "Subject", "Server", "Accept", "Accept-Encoding", "Accept-Language", "Allow-Events",
+    "Date", "Min-Expires", "Organization", "Priority", "Reply-To", "Retry-After", "Timestamp",
+    "Warning", "Content-Disposition", "Content-Encoding", "Content-Language", "MIME-Version",
+    "In-Reply-To", "Alert-Info", "Call-Info", "Error-Info", "Refer-To", "Referred-By",
+    "Session-Expires", "Min-SE", "RSeq", "RAck", "Subscription-State", "P-Asserted-Identity",
+    "P-Preferred-Identity", "Privacy", "Reason", "Replaces", "SIP-ETag", "SIP-If-Match",
+    "Accept-Contact", "Reject-Contact", "Request-Disposition", "Identity", "Identity-Info",
+    "Security-Client", "Security-Server", "Security-Verify", "Diversion", "Remote-Party-ID",
+    "Service-Route", "P-Associated-URI", "P-Called-Party-ID", "P-Charging-Vector",
+    "P-Access-Network-Info", "Recv-Info", "Info-Package", "Content-ID", "Target-Dialog",
+    "Join", "Referred-By", "Refer-Sub", "History-Info", "Geolocation", "Feature-Caps",
+)
+
+_PARAM_NAMES = (
+    "transport", "user", "method", "ttl", "maddr", "lr", "branch", "received", "rport", "tag",
+    "expires", "q", "ob", "reg-id", "+sip.instance", "gr", "comp", "sigcomp-id", "alias", "keep",
+    "nonce", "realm", "username", "uri", "response", "algorithm", "qop", "nc", "cnonce",
+    "opaque", "stale", "domain", "purpose", "handling", "duration", "reason", "cause", "text",
+    "pub-gruu", "temp-gruu", "methods", "events", "isfocus", "video", "audio", "phone-context",
+    "to-tag", "from-tag", "early-only", "id", "retry-after", "refresher", "ext", "isub",
+)
+
+_EXACT_NAMES = (
+    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    "UDP", "TCP", "TLS", "SCTP", "WS", "WSS", "TLS-SCTP", "DTLS",
+    "Digest", "Basic", "Bearer",
+    "SIP/2.0", "sip", "sips", "tel",
+)
+
+
+def _build_names():
+    for name in _HEADER_NAMES:
+        low = _sys.intern(name.lower())
+        key = _sys.intern(header_key(name))
+        _insert(_htab, 511, low.encode(), key, _sys.intern(name), low,
+                F_CONTENT_LENGTH if key == "content-length" else 0)
+    for letter, long_name in COMPACT_FORMS.items():
+        key = _sys.intern(header_key(letter))
+        _insert(_htab, 511, letter.encode(), key, _sys.intern(letter), _sys.intern(letter),
+                F_CONTENT_LENGTH if key == "content-length" else 0)
+    for name in _PARAM_NAMES:
+        name = _sys.intern(name)
+        _insert(_ptab, 255, name.encode(), name, name, name, 0)
+    for name in _EXACT_NAMES:
+        name = _sys.intern(name)
+        _insert(_xtab, 127, name.encode(), name, name, name, 0)
+
+
+_build_names()
+
+cdef str S_SIP20 = _sys.intern("SIP/2.0")
+cdef str S_SIP = _sys.intern("sip")
+cdef str S_SIPS = _sys.intern("sips")
+cdef str S_TEL = _sys.intern("tel")
+cdef str S_TOKEN68 = _sys.intern("token68")
+cdef str S_EMPTY = ""
+cdef str S_CONTENT_LENGTH = _sys.intern("content-length")
+
+
+cdef object _exact_ascii(const unsigned char* s, Py_ssize_t n):
+    """The interned str for an exact well-known spelling (a method, "UDP"...), else a new str."""
+    cdef size_t h = 5381
+    cdef Py_ssize_t k
+    cdef Ent* e
+    if n < NAME_MAX:
+        for k in range(n):
+            h = _hash_step(h, s[k])
+        e = _lookup(_xtab, 127, s, n, h)
+        if e != NULL:
+            return <object>e.key
+    return PyUnicode_DecodeASCII(<const char*>s, n, NULL)
+
+
+# ---------------------------------------------------------------------------------------------
+# building the shared pure result objects without calling their __init__
+# ---------------------------------------------------------------------------------------------
+cdef Py_ssize_t _slot_offset(object cls, str name) except -1:
+    """C offset of the ``__slots__`` member ``name`` of ``cls``, or 0 to use setattr."""
+    d = getattr(cls, name, None)
+    if type(d) is not _types.MemberDescriptorType:
+        return 0
+    cdef PyMemberDef* m = (<PyMemberDescrObject*><PyObject*>d).d_member
+    # T_OBJECT_EX (16), writable, inside the instance.
+    if m.type != 16 or (m.flags & 1) or m.offset < <Py_ssize_t>sizeof(PyObject) \
+            or m.offset + <Py_ssize_t>sizeof(PyObject*) > cls.__basicsize__:
+        return 0
+    return m.offset
+
+
+cdef bint _plain_class(object cls) except -1:
+    """True when instances can be made by the generic allocator and filled slot by slot."""
+    return (
+        type(cls) is type
+        and cls.__new__ is object.__new__
+        and cls.__setattr__ is object.__setattr__
+        and cls.__basicsize__ > 0
+    )
+
+
+cdef class _Shape:
+    """How to build instances of one shared class fast (offsets per slot, in a fixed order)."""
+
+    cdef object cls
+    cdef bint plain
+    cdef Py_ssize_t off[12]
+    cdef tuple names
+
+    def __init__(self, cls, names):
+        self.cls = cls
+        self.names = tuple(names)
+        self.plain = _plain_class(cls)
+        cdef int k
+        for k, name in enumerate(self.names):
+            self.off[k] = _slot_offset(cls, name) if self.plain else 0
+
+    cdef inline object new(self):
+        if self.plain:
+            return PyType_GenericAlloc(<PyTypeObject*>self.cls, 0)
+        return self.cls.__new__(self.cls)
+
+    cdef inline int put(self, object obj, int k, object value) except -1:
+        cdef Py_ssize_t off = self.off[k]
+        cdef PyObject** addr
+        cdef PyObject* old
+        if off:
+            addr = <PyObject**>((<char*><PyObject*>obj) + off)
+            old = addr[0]
+            Py_INCREF(value)
+            addr[0] = <PyObject*>value
+            Py_XDECREF(old)
+        else:
+            setattr(obj, self.names[k], value)
+        return 0
+
+
+# slot orders used with _Shape.put
+cdef enum:
+    M_CACHE = 0
+    M_HEADERS = 1
+    M_LIMITS = 2
+    M_P = 3
+    M_RAW = 4
+    M_BODY = 5
+    M_VERSION = 6
+    M_METHOD = 7     # Request
+    M_URI_TEXT = 8
+    M_STATUS = 7     # Response
+    M_REASON = 8
+
+_MSG_SLOTS = ("_cache", "_headers", "_limits", "_p", "_raw", "body", "version")
+cdef _Shape _REQ = _Shape(Request, _MSG_SLOTS + ("method", "uri_text"))
+cdef _Shape _RESP = _Shape(Response, _MSG_SLOTS + ("status", "reason"))
+cdef _Shape _URI = _Shape(
+    URI, ("scheme", "user", "password", "host", "port", "params", "headers", "opaque", "_text")
+)
+cdef _Shape _VIA = _Shape(Via, ("protocol", "transport", "host", "port", "params"))
+cdef _Shape _ADDR = _Shape(Address, ("uri", "display", "params"))
+cdef _Shape _CSEQ = _Shape(CSeq, ("seq", "method"))
+cdef _Shape _AUTH = _Shape(Auth, ("scheme", "params", "quoted"))
+
+
+cdef object _new_uri(object scheme, object user, object password, object host, object port,
+                     object params, object headers, object opaque, object text):
+    cdef object o = _URI.new()
+    _URI.put(o, 0, scheme)
+    _URI.put(o, 1, user)
+    _URI.put(o, 2, password)
+    _URI.put(o, 3, host)
+    _URI.put(o, 4, port)
+    _URI.put(o, 5, params)
+    _URI.put(o, 6, headers)
+    _URI.put(o, 7, opaque)
+    _URI.put(o, 8, text)
+    return o
+
+
+cdef object _new_via(object protocol, object transport, object host, object port, object params):
+    cdef object o = _VIA.new()
+    _VIA.put(o, 0, protocol)
+    _VIA.put(o, 1, transport)
+    _VIA.put(o, 2, host)
+    _VIA.put(o, 3, port)
+    _VIA.put(o, 4, params)
+    return o
+
+
+cdef object _new_address(object uri, object display, object params):
+    cdef object o = _ADDR.new()
+    _ADDR.put(o, 0, uri)
+    _ADDR.put(o, 1, display)
+    _ADDR.put(o, 2, params)
+    return o
+
+
+cdef object _new_auth(object scheme, object params, object quoted):
+    cdef object o = _AUTH.new()
+    _AUTH.put(o, 0, scheme)
+    _AUTH.put(o, 1, params)
+    _AUTH.put(o, 2, quoted)
+    return o
+
+
+cdef object _SELF = None   # this module: messages' ``_p`` (value parsers used lazily)
+cdef object _K_GARBAGE = Kind.GARBAGE
+cdef object _K_SIP = Kind.SIP
+cdef object _K_STUN = Kind.STUN
+cdef object _K_KEEPALIVE = Kind.KEEPALIVE
+
+
+cdef object _err(str reason, Py_ssize_t offset=-1, int status=400):
+    return ParseError(reason, status_hint=status, offset=offset)
+
+
+# ---------------------------------------------------------------------------------------------
+# limits, copied into C ints once per Limits object (house style 8)
+# ---------------------------------------------------------------------------------------------
+ctypedef struct CLimits:
+    Py_ssize_t max_message_size
+    Py_ssize_t max_headers
+    Py_ssize_t max_header_length
+    Py_ssize_t max_start_line
+    Py_ssize_t max_via
+
+cdef object _lim_obj = None
+cdef CLimits _lim_c
+
+
+cdef Py_ssize_t _clamp(object v) except? -1:
+    """An int limit as a C size; values beyond the C range compare the same when clamped."""
+    cdef int overflow = 0
+    cdef long r
+    if not PyLong_CheckExact(v):
+        v = v.__index__()
+    r = PyLong_AsLongAndOverflow(v, &overflow)
+    if overflow > 0:
+        return PY_SSIZE_T_MAX
+    if overflow < 0:
+        return -PY_SSIZE_T_MAX
+    return <Py_ssize_t>r
+
+
+cdef int _load_limits(object limits, CLimits* out) except -1:
+    global _lim_obj, _lim_c
+    if limits is _lim_obj:
+        out[0] = _lim_c
+        return 0
+    out.max_message_size = _clamp(limits.max_message_size)
+    out.max_headers = _clamp(limits.max_headers)
+    out.max_header_length = _clamp(limits.max_header_length)
+    out.max_start_line = _clamp(limits.max_start_line)
+    out.max_via = _clamp(limits.max_via)
+    if type(limits) is Limits:   # frozen: safe to remember
+        _lim_obj = limits
+        _lim_c = out[0]
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# classify
+# --------------------------------------------------------------------------------------------
+cdef object _classify(const unsigned char* p, Py_ssize_t n):
+    cdef unsigned char b0
+    cdef Py_ssize_t i
+    if n == 0:
+        return _K_GARBAGE
+    b0 = p[0]
+    if b0 < 0x40:
+        if (
+            b0 < 2
+            and n >= 20
+            and p[4] == 0x21 and p[5] == 0x12 and p[6] == 0xA4 and p[7] == 0x42
+            and ((<Py_ssize_t>p[2] << 8) | p[3]) == n - 20
+            and (n & 3) == 0
+        ):
+            return _K_STUN
+        if b0 == CH_CR or b0 == CH_LF:
+            i = 0
+            while i < n and (p[i] == CH_CR or p[i] == CH_LF):
+                i += 1
+            if i == n:
+                return _K_KEEPALIVE
+            b0 = p[i]
+    if _ct[b0] & C_TOKEN:
+        return _K_SIP
+    return _K_GARBAGE
+
+
+def classify(data: bytes) -> Kind:
+    """Say what a datagram is, from its first bytes, without parsing it.
+
+    Args:
+        data: the datagram (or the first chunk on a new stream).
+
+    Returns:
+        ``Kind.STUN`` for an RFC 5389 message (two zero bits, length = size - 20, multiple of 4,
+        magic cookie), ``Kind.KEEPALIVE`` for only CR/LF octets, ``Kind.SIP`` when the first
+        octet that is not CR/LF is a token character, else ``Kind.GARBAGE``.
+    """
+    cdef Py_buffer view
+    if PyBytes_Check(data):
+        return _classify(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    if PyByteArray_Check(data):
+        return _classify(<const unsigned char*>PyByteArray_AS_STRING(data),
+                         PyByteArray_GET_SIZE(data))
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        return _classify(<const unsigned char*>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
+# --------------------------------------------------------------------------------------------
+# framing
+# --------------------------------------------------------------------------------------------
+cdef inline Py_ssize_t _find_crlfcrlf(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """Index of the first CRLFCRLF at or after i (like bytes.find), or -1."""
+    cdef const unsigned char* q
+    cdef Py_ssize_t j
+    while i + 3 < n:
+        q = <const unsigned char*>memchr(p + i, CH_CR, <size_t>(n - 3 - i))
+        if q == NULL:
+            return -1
+        j = q - p
+        if p[j + 1] == CH_LF and p[j + 2] == CH_CR and p[j + 3] == CH_LF:
+            return j
+        i = j + 1
+    return -1
+
+
+cdef inline Py_ssize_t _line_end(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end) noexcept nogil:
+    """End of the line starting at pos (index of its CRLF, or end), or -1 if it holds a bare CR/LF.
+
+    The line is what ``split(b"\\r\\n")`` yields: it reaches up to the first LF, which must be
+    preceded by CR, and holds no other CR.
+    """
+    cdef const unsigned char* q = <const unsigned char*>memchr(p + pos, CH_LF, <size_t>(end - pos))
+    cdef Py_ssize_t e
+    if q != NULL:
+        e = (q - p) - 1
+        if e < pos or p[e] != CH_CR:
+            return -1
+    else:
+        e = end
+    if memchr(p + pos, CH_CR, <size_t>(e - pos)) != NULL:
+        return -1
+    return e
+
+
+cdef inline bint _version_ok(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ASCII ``SIP/1*DIGIT.1*DIGIT`` (case-insensitive SIP), at least 7 octets."""
+    cdef Py_ssize_t i, digits
+    if b - a < 7:
+        return False
+    if (p[a] | 0x20) != 0x73 or (p[a + 1] | 0x20) != 0x69 or (p[a + 2] | 0x20) != 0x70 \
+            or p[a + 3] != CH_SLASH:
+        return False
+    i = a + 4
+    digits = 0
+    while i < b and (_ct[p[i]] & C_DIGIT):
+        i += 1
+        digits += 1
+    if digits == 0 or i >= b or p[i] != 0x2E:
+        return False
+    i += 1
+    digits = 0
+    while i < b and (_ct[p[i]] & C_DIGIT):
+        i += 1
+        digits += 1
+    return digits > 0 and i == b
+
+
+cdef int _check_version_slow(str v, Py_ssize_t offset) except -1:
+    # The pure twin's exact check, for text the ASCII fast path rejects: str.upper() maps a few
+    # non-ASCII letters onto ASCII (u"\u017f".upper() == "S"), and those must behave the same.
+    if len(v) < 7 or v[:4].upper() != "SIP/":
+        raise _err("bad SIP-Version", offset)
+    major, dot, minor = v[4:].partition(".")
+    if not dot or not major or not minor or not (major + minor).isdigit() \
+            or not (major + minor).isascii():
+        raise _err("bad SIP-Version", offset)
+    return 0
+
+
+cdef inline bint _ascii(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """True when no octet of p[:n] has the high bit set (eight at a time)."""
+    cdef uint64_t acc = 0, w
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        memcpy(&w, p + i, 8)
+        acc |= w
+        i += 8
+    while i < n:
+        acc |= p[i]
+        i += 1
+    return (acc & 0x8080808080808080ULL) == 0
+
+
+cdef inline object _ascii_str(const unsigned char* p, Py_ssize_t n):
+    """The str PyUnicode_DecodeUTF8 would build from ASCII octets, without re-checking them."""
+    if n <= 1:
+        return PyUnicode_DecodeUTF8(<const char*>p, n, NULL)   # shared 0/1-character strs
+    s = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(s), p, n)
+    return s
+
+
+cdef inline object _decode(const unsigned char* p, Py_ssize_t a, Py_ssize_t b, bint ascii):
+    if ascii:
+        return _ascii_str(p + a, b - a)
+    return PyUnicode_DecodeUTF8(<const char*>p + a, b - a, "surrogateescape")
+
+
+cdef object _parse_start(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, CLimits* lim,
+                         bint ascii):
+    """Start line p[s:e] -> a Request or Response with its start-line slots set."""
+    cdef Py_ssize_t sp1, sp2, k
+    cdef const unsigned char* q
+    cdef object msg, version
+    if e - s > lim.max_start_line:
+        raise _err("start line too long", s, 513)
+    if e - s >= 4 and (p[s] | 0x20) == 0x73 and (p[s + 1] | 0x20) == 0x69 \
+            and (p[s + 2] | 0x20) == 0x70 and p[s + 3] == CH_SLASH:
+        # Status-Line
+        q = <const unsigned char*>memchr(p + s, CH_SP, <size_t>(e - s))
+        sp1 = (q - p) if q != NULL else -1
+        k = sp1 if sp1 >= 0 else e
+        if not _version_ok(p, s, k):
+            raise _err("bad SIP-Version", s)
+        if sp1 < 0:
+            raise _err("bad Status-Line", s)
+        q = <const unsigned char*>memchr(p + sp1 + 1, CH_SP, <size_t>(e - sp1 - 1))
+        sp2 = (q - p) if q != NULL else -1
+        k = sp2 if sp2 >= 0 else e
+        if k - sp1 - 1 != 3 or not (_ct[p[sp1 + 1]] & C_DIGIT) \
+                or not (_ct[p[sp1 + 2]] & C_DIGIT) or not (_ct[p[sp1 + 3]] & C_DIGIT) \
+                or p[sp1 + 1] < 0x31 or p[sp1 + 1] > 0x36:
+            raise _err("bad Status-Code", sp1 + 1)
+        msg = _RESP.new()
+        _RESP.put(msg, M_STATUS, PyLong_FromSsize_t(
+            (p[sp1 + 1] - 48) * 100 + (p[sp1 + 2] - 48) * 10 + (p[sp1 + 3] - 48)))
+        _RESP.put(msg, M_REASON, _decode(p, sp2 + 1, e, ascii) if sp2 >= 0 else S_EMPTY)
+        if sp1 - s == 7 and memcmp(p + s, b"SIP/2.0", 7) == 0:
+            version = S_SIP20
+        else:
+            version = _decode(p, s, sp1, ascii)
+        _RESP.put(msg, M_VERSION, version)
+        return msg
+    # Request-Line: exactly three non-empty parts separated by single SPs.
+    q = <const unsigned char*>memchr(p + s, CH_SP, <size_t>(e - s))
+    if q == NULL:
+        raise _err("bad Request-Line", s)
+    sp1 = q - p
+    q = <const unsigned char*>memchr(p + sp1 + 1, CH_SP, <size_t>(e - sp1 - 1))
+    if q == NULL:
+        raise _err("bad Request-Line", s)
+    sp2 = q - p
+    if sp1 == s or sp2 == sp1 + 1 or sp2 + 1 == e \
+            or memchr(p + sp2 + 1, CH_SP, <size_t>(e - sp2 - 1)) != NULL:
+        raise _err("bad Request-Line", s)
+    for k in range(s, sp1):
+        if not (_ct[p[k]] & C_TOKEN):
+            raise _err("bad method", s)
+    for k in range(sp1 + 1, sp2):
+        if _ct[p[k]] & C_BADURI:
+            raise _err("bad Request-URI", sp1 + 1)
+    if e - sp2 - 1 == 7 and memcmp(p + sp2 + 1, b"SIP/2.0", 7) == 0:
+        version = S_SIP20
+    else:
+        version = _decode(p, sp2 + 1, e, ascii)
+        if not _version_ok(p, sp2 + 1, e):
+            _check_version_slow(version, sp2 + 1)
+    msg = _REQ.new()
+    _REQ.put(msg, M_METHOD, _exact_ascii(p + s, sp1 - s))
+    _REQ.put(msg, M_URI_TEXT, _decode(p, sp1 + 1, sp2, ascii))
+    _REQ.put(msg, M_VERSION, version)
+    return msg
+
+
+ctypedef struct HeadInfo:
+    int cl_count           # Content-Length header lines seen
+    PyObject* cl_value     # the first one's value (borrowed from the headers list)
+    bint is_request
+
+
+cdef object _fold(const unsigned char* p, Py_ssize_t vs, Py_ssize_t ve, Py_ssize_t* pos_io,
+                  Py_ssize_t* e_io, Py_ssize_t end, Py_ssize_t* size_io, Py_ssize_t name_pos,
+                  Py_ssize_t max_len):
+    """Unfold a header whose first line's value is p[vs:ve]; continuation lines follow e_io.
+
+    On return pos_io/e_io describe the last continuation line. Rare path: Python objects.
+    """
+    cdef Py_ssize_t pos, e = e_io[0], a, b
+    parts = [PyBytes_FromStringAndSize(<const char*>p + vs, ve - vs)] if ve > vs else []
+    while e + 2 < end and (p[e + 2] == CH_SP or p[e + 2] == CH_HT):
+        pos = e + 2
+        e = _line_end(p, pos, end)
+        if e < 0:
+            raise _err("bare CR or LF in header", pos)
+        a = pos
+        b = e
+        while a < b and (p[a] == CH_SP or p[a] == CH_HT):
+            a += 1
+        while b > a and (p[b - 1] == CH_SP or p[b - 1] == CH_HT):
+            b -= 1
+        size_io[0] += e - pos
+        if size_io[0] > max_len:
+            raise _err("header too long", name_pos, 513)
+        if b > a:
+            parts.append(PyBytes_FromStringAndSize(<const char*>p + a, b - a))
+        pos_io[0] = pos
+    e_io[0] = e
+    return b" ".join(parts).decode("utf-8", "surrogateescape")
+
+
+cdef enum:
+    ITEMS_MAX = 48
+
+ctypedef struct Items:
+    # header tuples collected on the stack (owned references), moved into an exactly sized
+    # list at the end; a message with more headers spills into a growing list
+    PyObject* a[ITEMS_MAX]
+    Py_ssize_t n
+    PyObject* spill
+
+
+cdef int _push(Items* it, object t) except -1:
+    cdef Py_ssize_t k
+    cdef list lst
+    if it.spill != NULL:
+        (<list>it.spill).append(t)
+    elif it.n < ITEMS_MAX:
+        Py_INCREF(t)
+        it.a[it.n] = <PyObject*>t
+        it.n += 1
+    else:
+        lst = PyList_New(it.n)
+        for k in range(it.n):
+            PyList_SET_ITEM(lst, k, it.a[k])   # steals the reference we held
+        it.n = 0
+        Py_INCREF(lst)
+        it.spill = <PyObject*>lst
+        lst.append(t)
+    return 0
+
+
+cdef void _drop(Items* it) noexcept:
+    cdef Py_ssize_t k
+    for k in range(it.n):
+        Py_XDECREF(it.a[k])
+    it.n = 0
+    Py_XDECREF(it.spill)
+    it.spill = NULL
+
+
+cdef object _items_list(Items* it):
+    cdef Py_ssize_t k
+    cdef list lst
+    if it.spill != NULL:
+        lst = <list>it.spill
+        Py_XDECREF(it.spill)
+        it.spill = NULL
+        return lst
+    lst = PyList_New(it.n)
+    for k in range(it.n):
+        PyList_SET_ITEM(lst, k, it.a[k])
+    it.n = 0
+    return lst
+
+
+cdef object _parse_head(const unsigned char* p, Py_ssize_t start, Py_ssize_t end,
+                        object limits, CLimits* lim, HeadInfo* info):
+    """Start line and header fields in p[start:end] (end = index of the CRLFCRLF)."""
+    cdef Items items
+    items.n = 0
+    items.spill = NULL
+    try:
+        msg = _parse_fields(p, start, end, lim, info, &items)
+    except BaseException:
+        _drop(&items)
+        raise
+    global _SELF
+    cdef _Shape shape = _REQ if info.is_request else _RESP
+    if _SELF is None:
+        _SELF = _sys.modules[__name__]
+    shape.put(msg, M_HEADERS, _items_list(&items))
+    shape.put(msg, M_CACHE, {})
+    shape.put(msg, M_LIMITS, limits)
+    shape.put(msg, M_P, _SELF)
+    return msg
+
+
+cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t end,
+                          CLimits* lim, HeadInfo* info, Items* items):
+    cdef Py_ssize_t e, pos, j, k, nl, vs, ve, size, name_pos, stop, nh = 0
+    cdef Py_ssize_t max_headers = lim.max_headers, max_len = lim.max_header_length
+    cdef unsigned char c, up
+    cdef unsigned char low[NAME_MAX]
+    cdef size_t h
+    cdef Ent* ent
+    cdef const unsigned char* q
+    cdef object msg, name, key, value
+    # one pass over the section decides how every value is decoded
+    cdef bint ascii = _ascii(p + start, end - start)
+
+    e = _line_end(p, start, end)
+    if e < 0:
+        raise _err("bare CR or LF in start line", start)
+    msg = _parse_start(p, start, e, lim, ascii)
+    info.is_request = type(msg) is Request
+    info.cl_count = 0
+    info.cl_value = NULL
+    while e < end:
+        pos = e + 2
+        e = _line_end(p, pos, end)
+        if e < 0:
+            raise _err("bare CR or LF in header", pos)
+        if pos < e and (p[pos] == CH_SP or p[pos] == CH_HT):
+            # every continuation line is consumed with the header it continues (_fold)
+            raise _err("continuation line before any header", pos)
+        # field-name: token octets, lower-cased and hashed on the way for the name table
+        j = pos
+        h = 5381
+        up = 0
+        stop = e if e - pos < NAME_MAX else pos + NAME_MAX
+        while j < stop:
+            c = _lc[p[j]]
+            if c == 0:
+                break
+            up |= c ^ p[j]
+            low[j - pos] = c
+            h = _hash_step(h, c)
+            j += 1
+        if j == stop:
+            while j < e and (_ct[p[j]] & C_TOKEN):
+                j += 1
+        k = j
+        while k < e and (p[k] == CH_SP or p[k] == CH_HT):
+            k += 1
+        if j == pos or k >= e or p[k] != CH_COLON:
+            q = <const unsigned char*>memchr(p + pos, CH_COLON, <size_t>(e - pos))
+            if q == NULL:
+                raise _err("header line without colon", pos)
+            k = q - p
+            while k > pos and (p[k - 1] == CH_SP or p[k - 1] == CH_HT):
+                k -= 1
+            if k == pos:
+                raise _err("empty header name", pos)
+            raise _err("bad header name", pos)
+        if nh >= max_headers:
+            raise _err("too many headers", pos, 513)
+        nl = j - pos
+        ent = _lookup(_htab, 511, low, nl, h) if nl < NAME_MAX else NULL
+        if ent != NULL:
+            key = <object>ent.key
+            if memcmp(p + pos, ent.canon, nl) == 0:
+                name = <object>ent.canon_obj
+            elif not up:
+                name = <object>ent.low_obj
+            else:
+                name = _ascii_str(p + pos, nl)
+        else:
+            name = _ascii_str(p + pos, nl)
+            key = header_key(name)
+        name_pos = pos
+        size = e - pos
+        if size > max_len:
+            raise _err("header too long", pos, 513)
+        vs = k + 1
+        ve = e
+        while vs < ve and (p[vs] == CH_SP or p[vs] == CH_HT):
+            vs += 1
+        while ve > vs and (p[ve - 1] == CH_SP or p[ve - 1] == CH_HT):
+            ve -= 1
+        if e + 2 < end and (p[e + 2] == CH_SP or p[e + 2] == CH_HT):
+            value = _fold(p, vs, ve, &pos, &e, end, &size, name_pos, max_len)
+        elif ascii:
+            value = _ascii_str(p + vs, ve - vs)
+        else:
+            value = PyUnicode_DecodeUTF8(<const char*>p + vs, ve - vs, "surrogateescape")
+        _push(items, (key, name, value))
+        nh += 1
+        if (ent != NULL and (ent.flags & F_CONTENT_LENGTH)) or \
+                (ent == NULL and key == S_CONTENT_LENGTH):
+            info.cl_count += 1
+            if info.cl_count == 1:
+                info.cl_value = <PyObject*>value
+    return msg
+
+
+cdef Py_ssize_t _content_length(HeadInfo* info, CLimits* lim, Py_ssize_t offset) except -2:
+    """The Content-Length value, or -1 when absent (checks as the pure twin)."""
+    cdef Py_ssize_t n, i, z
+    cdef UC c
+    cdef unsigned long long v = 0
+    cdef int kind
+    cdef const void* data
+    if info.cl_count > 1:
+        raise _err("multiple Content-Length headers", offset)
+    if info.cl_count == 0:
+        return -1
+    cdef str value = <str><object>info.cl_value
+    n = PyUnicode_GET_LENGTH(value)
+    kind = PyUnicode_KIND(value)
+    data = PyUnicode_DATA(value)
+    if n == 0:
+        raise _err("bad Content-Length", offset)
+    for i in range(n):
+        c = PyUnicode_READ(kind, data, i)
+        if c < 48 or c > 57:
+            raise _err("bad Content-Length", offset)
+    z = 0
+    while z < n and PyUnicode_READ(kind, data, z) == 48:
+        z += 1
+    if n - z > 10:
+        raise _err("Content-Length too large", offset, 413 if info.is_request else 513)
+    for i in range(z, n):
+        v = v * 10 + (PyUnicode_READ(kind, data, i) - 48)
+    if v > <unsigned long long>lim.max_message_size:
+        raise _err("Content-Length too large", offset, 413 if info.is_request else 513)
+    return <Py_ssize_t>v
+
+
+def parse_datagram(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Request | Response:
+    """Parse one SIP message from a UDP datagram.
+
+    Args:
+        data: the datagram.
+        limits: parser limits.
+
+    Returns:
+        The message. Header values are parsed lazily by its accessors.
+
+    Raises:
+        ParseError: malformed start line or header section, bad framing, or a limit exceeded.
+    """
+    cdef CLimits lim
+    cdef Py_ssize_t n, start, end, body_start, stop, cl
+    cdef const unsigned char* p
+    cdef HeadInfo info
+    cdef object buf, msg, body, raw
+    cdef _Shape shape
+    _load_limits(limits, &lim)
+    if PyBytes_Check(data):
+        buf = data
+        n = PyBytes_GET_SIZE(data)
+    else:
+        n = len(data)
+        if n > lim.max_message_size:
+            raise _err("message too large", limits.max_message_size, 513)
+        if not PyByteArray_Check(data):
+            raise TypeError(f"a bytes-like datagram is required, not {type(data).__name__}")
+        buf = bytes(data)   # a private copy: nothing can resize it while we hold pointers
+    if n > lim.max_message_size:
+        raise _err("message too large", limits.max_message_size, 513)
+    p = <const unsigned char*>PyBytes_AS_STRING(buf)
+    start = 0
+    while start + 1 < n and p[start] == CH_CR and p[start + 1] == CH_LF:
+        start += 2
+    end = _find_crlfcrlf(p, start, n)
+    if end < 0:
+        raise _err("no empty line after the header section", n)
+    msg = _parse_head(p, start, end, limits, &lim, &info)
+    body_start = end + 4
+    cl = _content_length(&info, &lim, start)
+    if cl < 0:
+        stop = n
+    else:
+        stop = body_start + cl
+        if stop > n:
+            raise _err("Content-Length larger than the body", n)
+    shape = _REQ if info.is_request else _RESP
+    if buf is data:
+        shape.put(msg, M_BODY, PyBytes_FromStringAndSize(<const char*>p + body_start,
+                                                          stop - body_start))
+        if start == 0 and stop == n:
+            shape.put(msg, M_RAW, data)
+        else:
+            shape.put(msg, M_RAW, PyBytes_FromStringAndSize(<const char*>p + start, stop - start))
+    else:
+        # bytearray in, as the pure twin: body and raw are bytearray slices (or data itself)
+        shape.put(msg, M_BODY, data[body_start:stop])
+        shape.put(msg, M_RAW, data if (start == 0 and stop == n) else data[start:stop])
+    return msg
+
+
+def _stream_parser_init(*, limits: Limits = DEFAULT_LIMITS) -> None:
+    pass
+
+
+cdef class StreamParser:
+    """Frames SIP messages on a TCP/TLS byte stream (RFC 3261 §18.3, RFC 5626 §4.4.1).
+
+    After a :class:`ParseError` the stream cannot be resynchronised: the parser stays broken and
+    the transport must close the connection.
+    """
+
+    cdef bytearray _buf
+    cdef int _crlf
+    cdef bint _broken
+    cdef object _limits
+    cdef CLimits _lim
+    #: CRLFCRLF keepalive pings seen by the last :meth:`feed` call (answer each with CRLF).
+    cdef public Py_ssize_t pings
+
+    # inspect.signature() cannot see into an extension type's __init__: state the pure twin's.
+    __signature__ = _inspect.signature(_stream_parser_init)
+
+    def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        _load_limits(limits, &self._lim)
+        self._buf = bytearray()
+        self._crlf = 0
+        self._broken = False
+        self._limits = limits
+        self.pings = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet framed into a message."""
+        return PyByteArray_GET_SIZE(self._buf)
+
+    def feed(self, data: bytes) -> list[Request | Response]:
+        """Add bytes; return every message completed by them, in order.
+
+        Raises:
+            ParseError: the stream is malformed; close the connection.
+        """
+        if self._broken:
+            raise _err("stream parser is broken by an earlier error")
+        self.pings = 0
+        cdef bytearray buf = self._buf
+        buf += data
+        cdef list out = []
+        cdef Py_ssize_t i, n, end, cl, total
+        cdef const unsigned char* p
+        cdef Py_buffer view
+        cdef HeadInfo info
+        cdef object msg, raw
+        cdef _Shape shape
+        try:
+            while PyByteArray_GET_SIZE(buf):
+                # RFC 5626 §4.4.1 keepalives between messages.
+                n = PyByteArray_GET_SIZE(buf)
+                p = <const unsigned char*>PyByteArray_AS_STRING(buf)
+                i = 0
+                while i + 1 < n and p[i] == CH_CR and p[i + 1] == CH_LF:
+                    i += 2
+                    self._crlf += 1
+                    if self._crlf == 2:
+                        self.pings += 1
+                        self._crlf = 0
+                if i:
+                    del buf[:i]
+                    n -= i
+                    p = <const unsigned char*>PyByteArray_AS_STRING(buf)
+                if n == 0 or (n == 1 and p[0] == CH_CR):
+                    break
+                self._crlf = 0
+                end = _find_crlfcrlf(p, 0, n)
+                if end < 0:
+                    if n > self._lim.max_message_size:
+                        raise _err("header section too large", self._limits.max_message_size, 513)
+                    break
+                if end + 4 > self._lim.max_message_size:
+                    raise _err("header section too large", self._limits.max_message_size, 513)
+                # Hold a buffer export while parsing from the bytearray's memory: it cannot be
+                # resized (and its pointer cannot move) until we release it.
+                PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+                try:
+                    msg = _parse_head(<const unsigned char*>view.buf, 0, end, self._limits,
+                                      &self._lim, &info)
+                    cl = _content_length(&info, &self._lim, 0)
+                finally:
+                    PyBuffer_Release(&view)
+                if cl < 0:
+                    cl = 0
+                total = end + 4 + cl
+                if total > self._lim.max_message_size:
+                    raise _err("message too large", 0, 413 if info.is_request else 513)
+                if n < total:
+                    break
+                raw = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf), total)
+                del buf[:total]
+                shape = _REQ if info.is_request else _RESP
+                shape.put(msg, M_BODY,
+                          PyBytes_FromStringAndSize(PyBytes_AS_STRING(raw) + end + 4, cl))
+                shape.put(msg, M_RAW, raw)
+                out.append(msg)
+        except ParseError:
+            self._broken = True
+            raise
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# value parsers: str scanned through PyUnicode_KIND/DATA
+# --------------------------------------------------------------------------------------------
+# Every scanning function is specialised (fused type) for the three PyUnicode storage kinds, so
+# reading a character is a plain array load; the public functions dispatch once on the kind.
+ctypedef fused UCH:
+    uint8_t
+    uint16_t
+    uint32_t
+
+
+cdef inline Py_ssize_t _skip_ws(const UCH* d, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    while i < n and (d[i] == CH_SP or d[i] == CH_HT):
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t _find(const UCH* d, UC ch, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """First index of the ASCII character ch in d[a:b], or -1."""
+    cdef const uint8_t* q
+    if UCH is uint8_t:
+        if b - a > 16:
+            q = <const uint8_t*>memchr(d + a, <int>ch, <size_t>(b - a))
+            return -1 if q == NULL else q - d
+    while a < b:
+        if d[a] == ch:
+            return a
+        a += 1
+    return -1
+
+
+cdef inline bint _chars_ok(const UCH* d, Py_ssize_t a, Py_ssize_t b, unsigned int mask) noexcept nogil:
+    """The pure ``_check_chars``: every ASCII character in the class; non-ASCII is allowed."""
+    cdef UC c
+    while a < b:
+        c = d[a]
+        if c < 128 and not (_ct[c] & mask):
+            return False
+        a += 1
+    return True
+
+
+cdef inline bint _all_in(const UCH* d, Py_ssize_t a, Py_ssize_t b, unsigned int mask) noexcept nogil:
+    """Every character in the (ASCII) class."""
+    while a < b:
+        if not _is(d[a], mask):
+            return False
+        a += 1
+    return True
+
+
+cdef inline Py_ssize_t _span(const UCH* d, Py_ssize_t i, Py_ssize_t n, unsigned int mask) noexcept nogil:
+    """First index at or after i whose character is not in the (ASCII) class."""
+    while i < n and _is(d[i], mask):
+        i += 1
+    return i
+
+
+cdef inline object _sub(str s, Py_ssize_t a, Py_ssize_t b):
+    return PyUnicode_Substring(s, a, b)
+
+
+cdef Py_ssize_t _token_end(const UCH* d, Py_ssize_t i, Py_ssize_t n, str what) except -1:
+    cdef Py_ssize_t j = _span(d, i, n, C_TOKEN)
+    if j == i:
+        raise _err(f"expected a token in {what}")
+    return j
+
+
+cdef Py_ssize_t _quoted_end(const UCH* d, Py_ssize_t i, Py_ssize_t n, str what) except -1:
+    """Index just past the quoted-string starting at i (the opening DQUOTE)."""
+    cdef Py_ssize_t j = i + 1
+    cdef UC c
+    while j < n:
+        c = d[j]
+        if c == CH_BSLASH:
+            j += 2
+            continue
+        if c == CH_DQUOTE:
+            return j + 1
+        j += 1
+    raise _err(f"unterminated quoted string in {what}")
+
+
+cdef object _unquote_pairs(str raw):
+    """Resolve quoted-pairs (``\\x`` -> ``x``): the pure twin's algorithm (rare path)."""
+    chars = []
+    cdef Py_ssize_t k = 0, n = len(raw)
+    while k < n:
+        if raw[k] == "\\":
+            k += 1
+        if k < n:
+            chars.append(raw[k])
+        k += 1
+    return "".join(chars)
+
+
+cdef inline object _unquote(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b):
+    """Inside of a quoted-string with quoted-pairs resolved."""
+    if _find(d, CH_BSLASH, a, b) < 0:
+        return _sub(text, a, b)
+    return _unquote_pairs(_sub(text, a, b))
+
+
+cdef object _unescape_slow(str text, str what):
+    # The pure twin's algorithm, step for step (including its UnicodeEncodeError for lone
+    # surrogates outside U+DC80..U+DCFF).
+    out = bytearray()
+    cdef Py_ssize_t i = 0, n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "%":
+            h = text[i + 1 : i + 3]
+            if len(h) != 2 or not _is(ord(h[0]), C_HEX) or not _is(ord(h[1]), C_HEX):
+                raise _err(f"bad escape in {what}")
+            out.append(int(h, 16))
+            i += 3
+        else:
+            out += ch.encode("utf-8", "surrogateescape")
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+cdef inline object _unescape(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, str what):
+    """text[a:b] with %HH decoded exactly once (RFC 3261 §19.1.2, RFC 4475 §3.1.1.3)."""
+    if _find(d, CH_PCT, a, b) < 0:
+        return _sub(text, a, b)
+    return _unescape_slow(_sub(text, a, b), what)
+
+
+cdef object _lower_name(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, bint unescape,
+                        str what):
+    """``text[a:b].lower()`` (after ``_unescape`` when asked), interned for common names."""
+    cdef unsigned char low[NAME_MAX]
+    cdef Py_ssize_t k, n = b - a
+    cdef UC c
+    cdef size_t h = 5381
+    cdef bint up = False
+    cdef Ent* e
+    for k in range(n):
+        c = d[a + k]
+        if c >= 128 or (unescape and c == CH_PCT):
+            # str.lower() is Unicode-aware: leave such names to it
+            if unescape:
+                return _unescape(text, d, a, b, what).lower()
+            return _sub(text, a, b).lower()
+        if 65 <= c <= 90:
+            c += 32
+            up = True
+        if k < NAME_MAX:
+            low[k] = <unsigned char>c
+        h = _hash_step(h, <unsigned char>c)
+    if n < NAME_MAX:
+        e = _lookup(_ptab, 255, low, n, h)
+        if e != NULL:
+            return <object>e.key
+    s = _sub(text, a, b)
+    return s.lower() if up else s
+
+
+cdef object _parse_host(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, str what,
+                        Py_ssize_t* port_out):
+    """host [":" port] in text[a:b] (RFC 3261 §25.1, RFC 5118); port -1 when absent."""
+    cdef Py_ssize_t close, colon, pa, he, k
+    cdef long port
+    if a < b and d[a] == CH_LBRACKET:
+        close = _find(d, CH_RBRACKET, a, b)
+        if close < 0:
+            raise _err(f"unterminated IPv6 reference in {what}")
+        if close - a - 1 < 2 or _find(d, CH_COLON, a + 1, close) < 0 \
+                or not _all_in(d, a + 1, close, C_IPV6):
+            raise _err(f"bad IPv6 reference in {what}")
+        host = _sub(text, a, close + 1)
+        if close + 1 == b:
+            port_out[0] = -1
+            return host
+        if d[close + 1] != CH_COLON:
+            raise _err(f"bad host in {what}")
+        pa = close + 2
+    else:
+        he = _span(d, a, b, C_HOST)
+        colon = he if (he < b and d[he] == CH_COLON) else _find(d, CH_COLON, he, b)
+        if colon >= 0:
+            he = colon
+        else:
+            he = b
+        if he == a:
+            raise _err(f"missing host in {what}")
+        if not _all_in(d, a, he, C_HOST):
+            raise _err(f"bad host in {what}")
+        host = _sub(text, a, he)
+        if colon < 0:
+            port_out[0] = -1
+            return host
+        pa = colon + 1
+    if pa == b or b - pa > 5 or not _all_in(d, pa, b, C_DIGIT):
+        raise _err(f"bad port in {what}")
+    port = 0
+    for k in range(pa, b):
+        port = port * 10 + <long>(d[k] - 48)
+    if port > 65535:
+        raise _err(f"bad port in {what}")
+    port_out[0] = port
+    return host
+
+
+cdef inline object _port_obj(Py_ssize_t port):
+    return None if port < 0 else PyLong_FromSsize_t(port)
+
+
+cdef int _uri_params(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, dict params,
+                     str what) except -1:
+    cdef Py_ssize_t ia = a, ib, semi, eq, ne
+    while True:
+        semi = _find(d, CH_SEMI, ia, b)
+        ib = semi if semi >= 0 else b
+        eq = _find(d, CH_EQ, ia, ib)
+        ne = eq if eq >= 0 else ib
+        if ne == ia:
+            raise _err(f"empty parameter in {what}")
+        if not _chars_ok(d, ia, ne, C_PARAM):
+            raise _err(f"bad character in {what}")
+        key = _lower_name(text, d, ia, ne, True, what)
+        if eq >= 0:
+            if not _chars_ok(d, eq + 1, ib, C_PARAM):
+                raise _err(f"bad character in {what}")
+            val = _unescape(text, d, eq + 1, ib, what)
+        else:
+            val = None
+        if key not in params:
+            params[key] = val
+        if semi < 0:
+            return 0
+        ia = semi + 1
+
+
+cdef object _parse_uri(str src, const UCH* d, Py_ssize_t s, Py_ssize_t e, object text):
+    """Parse the URI src[s:e]; ``text`` is that same string (kept as the URI's text)."""
+    cdef Py_ssize_t colon, i, rs, at, uc, ue, hs, he, q, ia, ib, amp, eq, semi, port
+    cdef UC c0, c
+    # scheme: ASCII letter, then scheme characters, up to the first colon
+    colon = _span(d, s, e, C_SCHEME)
+    if colon >= e or d[colon] != CH_COLON:
+        colon = _find(d, CH_COLON, colon, e)
+    if colon <= s:
+        raise _err("URI without scheme")
+    c0 = d[s]
+    if not (c0 < 128 and ((65 <= c0 <= 90) or (97 <= c0 <= 122))) \
+            or not _all_in(d, s, colon, C_SCHEME):
+        raise _err("bad URI scheme")
+    for i in range(colon + 1, e):
+        c = d[i]
+        if c < 128 and (_ct[c] & C_BADURI):
+            raise _err("bad character in URI")
+    rs = colon + 1
+    if colon - s == 3 and (c0 | 0x20) == 0x73 and (d[s + 1] | 0x20) == 0x69 \
+            and (d[s + 2] | 0x20) == 0x70:
+        scheme = S_SIP
+    elif colon - s == 4 and (c0 | 0x20) == 0x73 and (d[s + 1] | 0x20) == 0x69 \
+            and (d[s + 2] | 0x20) == 0x70 and (d[s + 3] | 0x20) == 0x73:
+        scheme = S_SIPS
+    elif colon - s == 3 and (c0 | 0x20) == 0x74 and (d[s + 1] | 0x20) == 0x65 \
+            and (d[s + 2] | 0x20) == 0x6C:
+        # RFC 3966 tel URI
+        semi = _find(d, CH_SEMI, rs, e)
+        ue = semi if semi >= 0 else e
+        if ue == rs:
+            raise _err("empty tel URI")
+        if not _chars_ok(d, rs, ue, C_TEL):
+            raise _err("bad character in tel URI")
+        tparams = {}
+        if semi >= 0:
+            _uri_params(src, d, semi + 1, e, tparams, "tel URI")
+        return _new_uri(S_TEL, _unescape(src, d, rs, ue, "tel URI"), None, None, None, tparams,
+                        {}, None, text)
+    else:
+        # RFC 3261 §19.1.1 / RFC 4475 §3.3.2: other schemes are opaque
+        if rs == e:
+            raise _err("empty URI")
+        return _new_uri(_sub(src, s, colon).lower(), None, None, None, None, {}, {},
+                        _sub(src, rs, e), text)
+    # sip / sips (RFC 3261 §19.1)
+    user = None
+    password = None
+    at = _find(d, CH_AT, rs, e)
+    if at >= 0:
+        if _find(d, CH_AT, at + 1, e) >= 0:
+            raise _err("more than one @ in URI")
+        uc = _find(d, CH_COLON, rs, at)
+        ue = uc if uc >= 0 else at
+        if ue == rs:
+            raise _err("empty user in URI")
+        if not _chars_ok(d, rs, ue, C_USER):
+            raise _err("bad character in URI user")
+        user = _unescape(src, d, rs, ue, "URI user")
+        if uc >= 0:
+            if not _chars_ok(d, uc + 1, at, C_PASSWORD):
+                raise _err("bad character in URI password")
+            password = _unescape(src, d, uc + 1, at, "URI password")
+        hs = at + 1
+    else:
+        hs = rs
+    # host part: the host ends at the first character that cannot be in a host
+    he = _span(d, hs, e, C_HOST)
+    cdef dict headers = {}
+    q = _find(d, CH_QMARK, he, e)
+    if q >= 0:
+        if q + 1 == e:
+            raise _err("empty URI headers")
+        ia = q + 1
+        while True:
+            amp = _find(d, CH_AMP, ia, e)
+            ib = amp if amp >= 0 else e
+            eq = _find(d, CH_EQ, ia, ib)
+            if eq <= ia:
+                raise _err("bad URI header")
+            if not _chars_ok(d, ia, eq, C_HEADER) or not _chars_ok(d, eq + 1, ib, C_HEADER):
+                raise _err("bad character in URI header")
+            hname = _unescape(src, d, ia, eq, "URI header")
+            hvalue = _unescape(src, d, eq + 1, ib, "URI header")
+            headers.setdefault(hname, hvalue)
+            if amp < 0:
+                break
+            ia = amp + 1
+    else:
+        q = e
+    cdef dict params = {}
+    semi = _find(d, CH_SEMI, he, q)
+    if semi >= 0:
+        _uri_params(src, d, semi + 1, q, params, "URI")
+        q = semi
+    host = _parse_host(src, d, hs, q, "URI", &port)
+    return _new_uri(scheme, user, password, host, _port_obj(port), params, headers, None, text)
+
+
+cdef inline int _kind(str t) except -1:
+    PyUnicode_READY(t)
+    return PyUnicode_KIND(t)
+
+
+def parse_uri(text: str) -> URI:
+    """Parse a URI: sip/sips (RFC 3261 §19.1), tel (RFC 3966), or any other scheme (opaque).
+
+    Raises:
+        ParseError: malformed URI.
+    """
+    cdef str t = text   # TypeError for anything but str
+    cdef int kind = _kind(t)
+    cdef const void* data = PyUnicode_DATA(t)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(t)
+    if kind == 1:
+        return _parse_uri(t, <const uint8_t*>data, 0, n, t)
+    if kind == 2:
+        return _parse_uri(t, <const uint16_t*>data, 0, n, t)
+    return _parse_uri(t, <const uint32_t*>data, 0, n, t)
+
+
+cdef Py_ssize_t _gen_params(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n, dict params,
+                            str what, bint in_list) except -1:
+    """``*( SEMI generic-param )``; stops at the end, or at a comma when in_list."""
+    cdef Py_ssize_t j, na, nb
+    cdef UC c
+    while True:
+        i = _skip_ws(d, i, n)
+        if i >= n:
+            return i
+        c = d[i]
+        if c == CH_COMMA:
+            if in_list:
+                return i
+            raise _err(f"unexpected comma in {what}")
+        if c != CH_SEMI:
+            raise _err(f"unexpected character in {what}")
+        i = _skip_ws(d, i + 1, n)
+        na = i
+        nb = _token_end(d, i, n, what)
+        i = _skip_ws(d, nb, n)
+        value = None
+        if i < n and d[i] == CH_EQ:
+            i = _skip_ws(d, i + 1, n)
+            if i < n and d[i] == CH_DQUOTE:
+                j = _quoted_end(d, i, n, what)
+            else:
+                j = i
+                while j < n and not _is(d[j], C_GPSTOP):
+                    j += 1
+                if j == i:
+                    raise _err(f"empty parameter value in {what}")
+            value = _sub(text, i, j)
+            i = j
+        key = _lower_name(text, d, na, nb, False, what)
+        if key not in params:
+            params[key] = value
+
+
+cdef object _ascii_exact(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, bint upper):
+    """text[a:b] (a token; upper-cased when asked), interned when a well-known spelling."""
+    cdef unsigned char buf[NAME_MAX]
+    cdef Py_ssize_t k, n = b - a
+    cdef UC c
+    cdef size_t h = 5381
+    cdef Ent* e
+    if n < NAME_MAX:
+        for k in range(n):
+            c = d[a + k]           # token: ASCII
+            if upper and 97 <= c <= 122:
+                c -= 32
+            buf[k] = <unsigned char>c
+            h = _hash_step(h, buf[k])
+        e = _lookup(_xtab, 127, buf, n, h)
+        if e != NULL:
+            return <object>e.key
+    if upper:
+        return _sub(text, a, b).upper()
+    return _sub(text, a, b)
+
+
+cdef object _parse_host_str(str s, str what, Py_ssize_t* port_out):
+    cdef int kind = _kind(s)
+    cdef const void* data = PyUnicode_DATA(s)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s)
+    if kind == 1:
+        return _parse_host(s, <const uint8_t*>data, 0, n, what, port_out)
+    if kind == 2:
+        return _parse_host(s, <const uint16_t*>data, 0, n, what, port_out)
+    return _parse_host(s, <const uint32_t*>data, 0, n, what, port_out)
+
+
+cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via):
+    cdef Py_ssize_t i = 0, j, k, pp, close, na, nb, va, vb, ta, tb, port, limit = 0
+    cdef bint c_limit = PyLong_CheckExact(max_via)
+    if c_limit:
+        limit = _clamp(max_via)
+    cdef list out = []
+    cdef dict params
+    while True:
+        i = _skip_ws(d, i, n)
+        na = i
+        nb = _token_end(d, i, n, "Via")
+        i = _skip_ws(d, nb, n)
+        if i >= n or d[i] != CH_SLASH:
+            raise _err("bad sent-protocol in Via")
+        i = _skip_ws(d, i + 1, n)
+        va = i
+        vb = _token_end(d, i, n, "Via")
+        i = _skip_ws(d, vb, n)
+        if i >= n or d[i] != CH_SLASH:
+            raise _err("bad sent-protocol in Via")
+        i = _skip_ws(d, i + 1, n)
+        ta = i
+        tb = _token_end(d, i, n, "Via")
+        i = tb
+        j = _skip_ws(d, i, n)
+        if j == i:
+            raise _err("missing sent-by in Via")
+        i = j
+        if j < n and d[j] == CH_LBRACKET:
+            close = _find(d, CH_RBRACKET, j, n)
+            if close < 0:
+                raise _err("unterminated IPv6 reference in Via")
+            j = close + 1
+        while j < n and not _is(d[j], C_VIASTOP):
+            j += 1
+        k = _skip_ws(d, j, n)
+        if k < n and d[k] == CH_COLON:
+            # LWS before the port colon (RFC 3261 allows ``host : port``): rare, rebuild text
+            pp = _skip_ws(d, k + 1, n)
+            k = pp
+            pp = _span(d, pp, n, C_DIGIT)
+            hostport = _sub(text, i, j) + ":" + _sub(text, k, pp)
+            host = _parse_host_str(hostport, "Via", &port)
+            i = pp
+        else:
+            host = _parse_host(text, d, i, j, "Via", &port)
+            i = k
+        params = {}
+        i = _gen_params(text, d, i, n, params, "Via", True)
+        if vb - va == 3 and nb - na == 3 and d[na] == 0x53 and d[na + 1] == 0x49 \
+                and d[na + 2] == 0x50 and d[va] == 0x32 and d[va + 1] == 0x2E \
+                and d[va + 2] == 0x30:
+            protocol = S_SIP20
+        else:
+            protocol = f"{_sub(text, na, nb)}/{_sub(text, va, vb)}"
+        out.append(_new_via(protocol, _ascii_exact(text, d, ta, tb, True), host,
+                            _port_obj(port), params))
+        if (len(out) > limit) if c_limit else (len(out) > max_via):
+            raise _err("too many Via values", -1, 513)
+        if i >= n:
+            return out
+        i += 1  # the comma
+
+
+def parse_via(text: str, max_via: int = 70) -> list[Via]:
+    """Parse one Via header field value, which may hold several via-parms (RFC 3261 §20.42).
+
+    Raises:
+        ParseError: malformed value, or more than ``max_via`` values (513).
+    """
+    cdef str t = text   # TypeError for anything but str
+    cdef int kind = _kind(t)
+    cdef const void* data = PyUnicode_DATA(t)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(t)
+    if kind == 1:
+        return _parse_via(t, <const uint8_t*>data, n, max_via)
+    if kind == 2:
+        return _parse_via(t, <const uint16_t*>data, n, max_via)
+    return _parse_via(t, <const uint32_t*>data, n, max_via)
+
+
+cdef object _words(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b):
+    """``" ".join(text[a:b].split()) or None`` for a run of token characters, SP and HTAB."""
+    cdef Py_ssize_t k
+    cdef UC c, prev = 0
+    while a < b and _is(d[a], C_WS):
+        a += 1
+    while b > a and _is(d[b - 1], C_WS):
+        b -= 1
+    if a == b:
+        return None
+    for k in range(a, b):
+        c = d[k]
+        if c == CH_HT or (c == CH_SP and prev == CH_SP):
+            return " ".join(_sub(text, a, b).split())
+        prev = c
+    return _sub(text, a, b)
+
+
+cdef Py_ssize_t _parse_address_at(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n,
+                                  bint in_list, str what, list out) except -1:
+    cdef Py_ssize_t j, close, a, b
+    cdef bint name_addr
+    i = _skip_ws(d, i, n)
+    if i >= n:
+        raise _err(f"empty {what}")
+    display = None
+    if d[i] == CH_DQUOTE:
+        j = _quoted_end(d, i, n, what)
+        display = _unquote(text, d, i + 1, j - 1)
+        i = _skip_ws(d, j, n)
+        if i >= n or d[i] != CH_LT:
+            raise _err(f"expected < after display name in {what}")
+        name_addr = True
+    else:
+        j = _span(d, i, n, C_TOKEN | C_WS)
+        if j < n and d[j] == CH_LT:
+            display = _words(text, d, i, j) if j > i else None
+            i = j
+            name_addr = True
+        else:
+            name_addr = False
+    if name_addr:
+        close = _find(d, CH_GT, i, n)
+        if close < 0:
+            raise _err(f"missing > in {what}")
+        a = i + 1
+        b = close
+        if a == b or _is(d[a], C_WS) or _is(d[b - 1], C_WS):
+            raise _err(f"whitespace inside <> in {what}")
+        uri = _parse_uri(text, d, a, b, _sub(text, a, b))
+        i = close + 1
+    else:
+        j = i
+        while j < n and not _is(d[j], C_VIASTOP):
+            j += 1
+        if _find(d, CH_QMARK, i, j) >= 0:
+            raise _err(f"URI with headers must be in <> in {what}")
+        uri = _parse_uri(text, d, i, j, _sub(text, i, j))
+        i = j
+    cdef dict params = {}
+    i = _gen_params(text, d, i, n, params, what, in_list)
+    out.append(_new_address(uri, display, params))
+    return i
+
+
+cdef object _parse_addresses(str text, const UCH* d, Py_ssize_t n, bint in_list):
+    cdef list out = []
+    cdef Py_ssize_t i = 0
+    if not in_list:
+        _parse_address_at(text, d, 0, n, False, "address", out)
+        return out[0]
+    while True:
+        i = _parse_address_at(text, d, i, n, True, "address list", out)
+        if i >= n:
+            return out
+        i += 1  # the comma
+
+
+cdef object _dispatch_addresses(object text, bint in_list):
+    cdef str t = text   # TypeError for anything but str
+    cdef int kind = _kind(t)
+    cdef const void* data = PyUnicode_DATA(t)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(t)
+    if kind == 1:
+        return _parse_addresses(t, <const uint8_t*>data, n, in_list)
+    if kind == 2:
+        return _parse_addresses(t, <const uint16_t*>data, n, in_list)
+    return _parse_addresses(t, <const uint32_t*>data, n, in_list)
+
+
+def parse_address(text: str) -> Address:
+    """Parse a From/To-style value: ``[display] <uri>;params`` or ``uri;params`` (§20.10).
+
+    Raises:
+        ParseError: malformed value.
+    """
+    return _dispatch_addresses(text, False)
+
+
+def parse_address_list(text: str) -> list[Address]:
+    """Parse a comma-separated list of addresses (Contact, Route, Record-Route, Path).
+
+    Raises:
+        ParseError: malformed value (including empty list elements).
+    """
+    return _dispatch_addresses(text, True)
+
+
+cdef object _parse_cseq(str text, const UCH* d, Py_ssize_t n):
+    cdef Py_ssize_t i, j, z, k, m
+    cdef unsigned long long seq = 0
+    i = _skip_ws(d, 0, n)
+    j = _span(d, i, n, C_DIGIT)
+    if j == i:
+        raise _err("bad CSeq number")
+    z = i
+    while z < j and d[z] == 48:
+        z += 1
+    if j - z > 10:
+        raise _err("CSeq number out of range")
+    for k in range(z, j):
+        seq = seq * 10 + <unsigned long long>(d[k] - 48)
+    if seq > 0xFFFFFFFFULL:
+        raise _err("CSeq number out of range")
+    k = _skip_ws(d, j, n)
+    if k == j:
+        raise _err("bad CSeq")
+    m = _token_end(d, k, n, "CSeq")
+    if _skip_ws(d, m, n) != n:
+        raise _err("bad CSeq")
+    cdef object o = _CSEQ.new()
+    _CSEQ.put(o, 0, PyLong_FromUnsignedLongLong(seq))
+    _CSEQ.put(o, 1, _ascii_exact(text, d, k, m, False))
+    return o
+
+
+def parse_cseq(text: str) -> CSeq:
+    """Parse ``1*DIGIT LWS Method`` with the number in 0..2**32-1 (RFC 4475 §3.1.2.4).
+
+    Raises:
+        ParseError: malformed or out of range.
+    """
+    cdef str t = text   # TypeError for anything but str
+    cdef int kind = _kind(t)
+    cdef const void* data = PyUnicode_DATA(t)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(t)
+    if kind == 1:
+        return _parse_cseq(t, <const uint8_t*>data, n)
+    if kind == 2:
+        return _parse_cseq(t, <const uint16_t*>data, n)
+    return _parse_cseq(t, <const uint32_t*>data, n)
+
+
+cdef object _parse_auth(str text, const UCH* d, Py_ssize_t n):
+    cdef Py_ssize_t i, j, r, r2, na, nb
+    i = _skip_ws(d, 0, n)
+    j = _token_end(d, i, n, "authorization")
+    scheme = _ascii_exact(text, d, i, j, False)
+    cdef dict params = {}
+    i = _skip_ws(d, j, n)
+    if i >= n:
+        return _new_auth(scheme, params, frozenset())
+    r = n
+    while r > i and _is(d[r - 1], C_WS):
+        r -= 1
+    r2 = r
+    while r2 > i and d[r2 - 1] == CH_EQ:
+        r2 -= 1
+    if r2 > i and _all_in(d, i, r2, C_TOKEN68):
+        return _new_auth(scheme, {S_TOKEN68: _sub(text, i, r)}, frozenset())
+    cdef set quoted = set()
+    while True:
+        i = _skip_ws(d, i, n)
+        na = i
+        nb = _token_end(d, i, n, "authorization")
+        i = _skip_ws(d, nb, n)
+        if i >= n or d[i] != CH_EQ:
+            raise _err("bad auth-param")
+        i = _skip_ws(d, i + 1, n)
+        key = _lower_name(text, d, na, nb, False, "authorization")
+        if i < n and d[i] == CH_DQUOTE:
+            j = _quoted_end(d, i, n, "authorization")
+            raw = _unquote(text, d, i + 1, j - 1)
+            if key not in params:
+                params[key] = raw
+                quoted.add(key)
+            i = j
+        else:
+            j = _token_end(d, i, n, "authorization")
+            if key not in params:
+                params[key] = _sub(text, i, j)
+            i = j
+        i = _skip_ws(d, i, n)
+        if i >= n:
+            return _new_auth(scheme, params, frozenset(quoted))
+        if d[i] != CH_COMMA:
+            raise _err("bad auth-param list")
+        i += 1
+
+
+def parse_auth(text: str) -> Auth:
+    """Parse a credentials/challenge value: ``scheme [auth-param *(COMMA auth-param)]``.
+
+    Values are unquoted; a ``token68`` form (``Basic abc==``) is kept under the name
+    ``token68``.
+
+    Raises:
+        ParseError: malformed value.
+    """
+    cdef str t = text   # TypeError for anything but str
+    cdef int kind = _kind(t)
+    cdef const void* data = PyUnicode_DATA(t)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(t)
+    if kind == 1:
+        return _parse_auth(t, <const uint8_t*>data, n)
+    if kind == 2:
+        return _parse_auth(t, <const uint16_t*>data, n)
+    return _parse_auth(t, <const uint32_t*>data, n)
+
+
+_SELF = _sys.modules.get(__name__)
