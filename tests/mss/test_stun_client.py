@@ -266,3 +266,28 @@ def test_aioice_sees_420_for_ice_priority() -> None:
             assert info.value.response.attributes["ERROR-CODE"] == (420, "Unknown Attribute")
 
     _run(scenario())
+
+
+# -- the real server -----------------------------------------------------------------------
+
+
+def test_aiostun_against_mss_serve_sip_port_and_stun_port(tmp_path: Any) -> None:
+    """A real STUN client (aiostun) against the mss server's own listeners: the SIP UDP port and
+    the dedicated STUN port (3478 by default; an ephemeral port here)."""
+    aiostun = _require("aiostun")
+    from serverutil import free_udp_port, running
+
+    stun_port = free_udp_port()
+
+    async def scenario() -> None:
+        async with running(tmp_path, **{"stun.port": stun_port, "stun.host": "127.0.0.1"}) as srv:
+            ports = [srv.port("udp"), srv.transport.stun_listener.port]
+            for port in ports:
+                async with aiostun.Client("127.0.0.1", port=port, timeout=TIMEOUT) as client:
+                    local = client.get_local_addr()
+                    mapped = await client.get_mapped_address()
+                assert mapped, f"no STUN answer on port {port}"
+                assert (mapped["ip"], mapped["port"]) == (local[0], local[1])
+            assert srv.transport.stats.stun_requests == 2
+
+    _run(scenario())

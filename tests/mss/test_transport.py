@@ -276,7 +276,7 @@ def test_tcp_idle_timeout_and_per_source_cap(loop_name: str) -> None:
 
 
 def test_tls_with_self_signed_certificate(loop_name: str, tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
+    import trustme
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert_file, key_file, ca_file = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
