@@ -288,6 +288,14 @@ class Message:
         hs = self._headers
         for i, (k, n, v) in enumerate(hs):
             if k == "via":
+                if "," not in v and isinstance(via, Via):
+                    # fast path (one value on the line): keep the parsed list, swap the top
+                    hs[i] = (k, n, str(via))
+                    self._raw = None
+                    cached = self._cache.get("via")
+                    if cached:
+                        cached[0] = via
+                    return
                 line_vias = self._parsers.parse_via(v, self._limits.max_via)
                 rest = ", ".join(str(x) for x in line_vias[1:])
                 hs[i] = (k, n, f"{via}, {rest}" if rest else str(via))

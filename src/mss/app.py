@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,14 @@ from fastsip.limits import Limits
 from fastsip.transaction import Timers
 
 from .config import Config
+from .features.blacklist import SystemBlacklist
+from .features.calls import CallHook, CallService
+from .features.cdr import CdrService
 from .features.location import LocationService
+from .features.security import SecurityPolicy
 from .features.users import UserDirectory
 from .sip.auth import Authenticator
+from .sip.b2bua import B2bua
 from .sip.core import SipCore
 from .sip.registrar import Registrar
 from .sip.router import MethodRouter
@@ -88,8 +94,17 @@ class Server:
         self.location: LocationService | None = None
         self.auth: Authenticator | None = None
         self.registrar: Registrar | None = None
+        self.security: SecurityPolicy | None = None
+        self.blacklist: SystemBlacklist | None = None
+        self.calls: CallService | None = None
+        self.cdr: CdrService | None = None
+        self.b2bua: B2bua | None = None
+        #: Python call-policy hooks (``on_call``); shared with the CallService once started
+        self.call_hooks: list[CallHook] = []
+        self._route_sources: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._change_seq = 0
+        self._domains: list[str] | None = None
         self.started_at: float | None = None
         self._stop_event: asyncio.Event | None = None
 
@@ -166,6 +181,20 @@ class Server:
                         ", ".join(stale[:20]), realm)
         self.location = LocationService(storage)
         await self.location.load()
+        # Anti-scanning (issue 6): the gate in front of every datagram / connection, fail-to-ban
+        # fed by the authenticator, and the system blacklist the call layer screens INVITEs with.
+        assert self.clock is not None
+        self.security = SecurityPolicy(
+            cfg.security,
+            storage=storage,
+            clock=self.clock.now,
+            summary_interval=cfg.security.drop_log_interval,
+        )
+        await self.security.start()
+        if self.transport is not None:
+            self.transport.gate = self.security
+        self.blacklist = SystemBlacklist(status=cfg.security.blacklist_status)
+        await self.blacklist.load(storage)
         self.auth = Authenticator(
             self.users,
             realm=realm,
@@ -173,6 +202,7 @@ class Server:
             nonce_lifetime=cfg.auth.nonce_lifetime,
             failed_response=cfg.auth.failed_response,
             algorithms=cfg.auth.algorithms,
+            events=self.security,
         )
         self.registrar = Registrar(
             users=self.users,
@@ -184,18 +214,112 @@ class Server:
             max_expires=cfg.registrar.max_expires,
         )
         self.router.route("REGISTER", self.registrar.on_register)
+        await self._start_calls()
         log.info("%d users, %d live bindings", len(self.users), self.location.count())
+
+    # -- calls (issue 5) ------------------------------------------------------------------
+    def on_call(self, hook: CallHook) -> CallHook:
+        """Register an async call-policy function (usable as a decorator).
+
+        ``hook(call: mss.CallInfo)`` runs for every new call before routing and returns
+        ``mss.CONTINUE`` (or None), ``mss.reject(status, reason)`` or ``mss.route(number)`` /
+        ``mss.route(uri="sip:...")``. Hooks run in registration order; the first decision other
+        than continue wins. May be called before or after :meth:`start`.
+        """
+        self.call_hooks.append(hook)
+        return hook
+
+    async def _start_calls(self) -> None:
+        cfg = self.config
+        storage = self.storage
+        assert storage is not None and self.users is not None and self.location is not None
+        assert self.auth is not None and self.core is not None
+        self.calls = CallService(self.users, self.location, no_answer_timeout=cfg.calls.no_answer_timeout)
+        self.calls.hooks = self.call_hooks  # the same list: hooks added later apply too
+        self.cdr = CdrService(storage.cdrs, storage.kv)
+        await self.cdr.start()
+        self.b2bua = B2bua(
+            core=self.core,
+            users=self.users,
+            auth=self.auth,
+            calls=self.calls,
+            cdr=self.cdr,
+            blacklist=self.blacklist,
+            local_address=self.local_address,
+            domain=lambda: cfg.sip.domain or None,
+            is_self=self.is_self,
+            max_forwards=cfg.calls.max_forwards,
+        )
+        b = self.b2bua
+        self.router.route("INVITE", b.on_invite)
+        self.router.route("MESSAGE", b.on_message)
+        for method in ("BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"):
+            self.router.route(method, b.on_in_dialog)
+        self.router.options_handler = self._on_options
+        self.router.on_cancel_call(b.on_cancel)
+        self.router.on_ack_call(b.on_ack)
+        self.router.on_stray_call(b.on_stray_response)
+
+    def _on_options(self, ctx: Any) -> None:
+        """OPTIONS inside a call is relayed to the other party; otherwise the server answers."""
+        to = ctx.request.to
+        if to is not None and to.tag is not None and self.b2bua is not None:
+            self.b2bua.on_in_dialog(ctx)
+        else:
+            self.router.answer_options(ctx)
+
+    def _route_source(self, host: str, family: int) -> str:
+        """Our address on the route to ``host`` (for Via/Contact when bound to a wildcard)."""
+        found = self._route_sources.get(host)
+        if found is None:
+            found = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as s:
+                    s.connect((host, 9))  # no packet is sent: this only asks the routing table
+                    found = str(s.getsockname()[0])
+            except OSError:
+                pass
+            if len(self._route_sources) > 4096:
+                self._route_sources.clear()
+            self._route_sources[host] = found
+        return found
+
+    def local_address(self, transport: str, host: str) -> tuple[str, int]:
+        """The address and port to put in Via and Contact for messages sent to ``host``."""
+        t = self.transport
+        info = None
+        if t is not None:
+            info = t.listener_for(transport, host) or t.listener_for("udp", host)
+        if info is None:
+            return ("127.0.0.1", 5060)
+        if info.host in ("0.0.0.0", "::", ""):
+            return self._route_source(host, info.family), info.port
+        return info.host, info.port
+
+    def is_self(self, transport: str, host: str, port: int) -> bool:
+        """True when ``transport:host:port`` is one of our own listeners (a routing loop)."""
+        for info in self.listeners:
+            if info.port != port or info.transport != transport:
+                continue
+            if info.host == host:
+                return True
+            if info.host in ("0.0.0.0", "::") and self._route_source(host, info.family) == host:
+                return True
+        return False
 
     def domains(self) -> list[str]:
         """The domains the registrar serves: the configured one, our addresses, localhost.
 
         With no ``sip.domain`` configured every domain is accepted ("*").
         """
-        if not self.config.sip.domain:
-            return ["*"]
-        names = [self.config.sip.domain, "localhost", "127.0.0.1", "::1"]
-        names += [info.host for info in self.listeners if info.host not in ("0.0.0.0", "::")]
-        return names
+        if self._domains is None:
+            if not self.config.sip.domain:
+                self._domains = ["*"]
+            else:
+                names = [self.config.sip.domain, "localhost", "127.0.0.1", "::1"]
+                names += [info.host for info in self.listeners if info.host not in ("0.0.0.0", "::")]
+                self._domains = names
+        return self._domains
 
     async def _follow_changes(self) -> None:
         """Apply changes made by other processes (the CLI) within a second."""
@@ -210,9 +334,15 @@ class Server:
                     # changes we never saw were pruned: reload everything we follow
                     self._change_seq = latest
                     await self.users.load()
+                    if self.security is not None:
+                        await self.security.load_lists()
+                        await self.security.reload_bans()
+                    if self.blacklist is not None:
+                        await self.blacklist.load(self.storage)
                     continue
                 changes = await self.storage.changes.since(self._change_seq)
                 self._change_seq = latest
+                await self._apply_security_changes(changes)
                 users = [c.key for c in changes if c.entity == "user"]
                 if users:
                     await self.users.reload(users)
@@ -222,6 +352,16 @@ class Server:
                     log.info("reloaded users %s", ", ".join(sorted(set(users))))
             except Exception:
                 log.exception("following storage changes failed")
+
+    async def _apply_security_changes(self, changes: list[Any]) -> None:
+        """Bans, IP lists and blacklist records changed by the CLI (or another node)."""
+        if self.security is not None and any(c.entity in ("ban", "iplist") for c in changes):
+            await self.security.apply_changes(changes)
+        if self.blacklist is not None and self.storage is not None and any(
+            c.entity == "blacklist" for c in changes
+        ):
+            await self.blacklist.load(self.storage)
+            log.info("reloaded the system blacklist: %d records", len(self.blacklist))
 
     async def _sweep_bindings(self) -> None:
         """Every minute: drop expired bindings; keep the change feed short."""
@@ -242,6 +382,12 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.b2bua is not None:
+            await self.b2bua.close()
+        if self.cdr is not None:
+            await self.cdr.stop()
+        if self.security is not None:
+            await self.security.stop()
         if self.transport is not None:
             await self.transport.stop()
         if self.clock is not None:

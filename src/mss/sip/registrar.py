@@ -89,13 +89,13 @@ class Registrar:
         self.stats = {"registered": 0, "unregistered": 0, "rejected": 0}
 
     def _local_domain(self, host: str | None) -> bool:
-        names = {d.lower() for d in self.domains()}
+        names = self.domains()
         if not names or "*" in names:
             return True
         h = (host or "").lower()
         if h.startswith("[") and h.endswith("]"):
             h = h[1:-1]
-        return h in names
+        return any(h == d.lower() for d in names)
 
     # -- the handler ------------------------------------------------------------------------
     def on_register(self, ctx: RequestContext) -> None:
