@@ -54,7 +54,9 @@ _counter = itertools.count(1)
 class Uac:
     """A minimal SIP UAC: builds requests, answers digest challenges."""
 
-    def __init__(self, client: UdpClient, server_port: int, *, domain: str = "example.test") -> None:
+    def __init__(
+        self, client: UdpClient, server_port: int, *, domain: str = "example.test"
+    ) -> None:
         self.client = client
         self.server = ("127.0.0.1", server_port)
         self.domain = domain
@@ -69,7 +71,18 @@ class Uac:
     def close(self) -> None:
         self.client.close()
 
-    def request(self, method: str, user: str, *, contact: str | None = None, headers: list[tuple[str, str]] = (), uri: str | None = None, call_id: str | None = None, cseq: int | None = None, from_user: str | None = None) -> bytes:
+    def request(
+        self,
+        method: str,
+        user: str,
+        *,
+        contact: str | None = None,
+        headers: list[tuple[str, str]] = (),
+        uri: str | None = None,
+        call_id: str | None = None,
+        cseq: int | None = None,
+        from_user: str | None = None,
+    ) -> bytes:
         if cseq is None:
             self.cseq += 1
             cseq = self.cseq
@@ -101,8 +114,15 @@ class Uac:
                 return msg
 
     async def register(
-        self, user: str, password: str | None, *, contact: str | None = None, expires: int | None = 3600,
-        algorithm: str = "MD5", extra: list[tuple[str, str]] = (), username: str | None = None,
+        self,
+        user: str,
+        password: str | None,
+        *,
+        contact: str | None = None,
+        expires: int | None = 3600,
+        algorithm: str = "MD5",
+        extra: list[tuple[str, str]] = (),
+        username: str | None = None,
     ) -> Response:
         host, port = self.client.addr
         contact = contact or f"<sip:{user}@{host}:{port}>"
@@ -112,9 +132,28 @@ class Uac:
         first = await self.send(self.request("REGISTER", user, contact=contact, headers=headers))
         if first.status not in (401, 407) or password is None:
             return first
-        return await self.answer(first, "REGISTER", user, password, contact=contact, headers=headers, algorithm=algorithm, username=username)
+        return await self.answer(
+            first,
+            "REGISTER",
+            user,
+            password,
+            contact=contact,
+            headers=headers,
+            algorithm=algorithm,
+            username=username,
+        )
 
-    async def answer(self, challenge: Response, method: str, user: str, password: str, *, algorithm: str = "MD5", username: str | None = None, **kw: Any) -> Response:
+    async def answer(
+        self,
+        challenge: Response,
+        method: str,
+        user: str,
+        password: str,
+        *,
+        algorithm: str = "MD5",
+        username: str | None = None,
+        **kw: Any,
+    ) -> Response:
         name = "WWW-Authenticate" if challenge.status == 401 else "Proxy-Authenticate"
         chosen = None
         for value in challenge.get_all(name):
@@ -124,15 +163,27 @@ class Uac:
         assert chosen is not None, f"no {algorithm} challenge"
         uri = kw.pop("uri", None) or f"sip:{self.domain}"
         value = client_authorization(
-            username=username or user, realm=chosen["realm"], password=password, method=method,
-            uri=uri, nonce=chosen["nonce"], algorithm=algorithm, qop="auth",
+            username=username or user,
+            realm=chosen["realm"],
+            password=password,
+            method=method,
+            uri=uri,
+            nonce=chosen["nonce"],
+            algorithm=algorithm,
+            qop="auth",
         )
         hname = "Authorization" if challenge.status == 401 else "Proxy-Authorization"
         headers = [*kw.pop("headers", []), (hname, value)]
         return await self.send(self.request(method, user, headers=headers, uri=uri, **kw))
 
 
-def mss_cli(*args: str, data_dir: Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def mss_cli(
+    *args: str,
+    data_dir: Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run the installed ``mss`` command (as ``python -m mss``) in a subprocess."""
     e = dict(os.environ)
     e.update(env or {})
@@ -160,17 +211,33 @@ def free_udp_port() -> int:
 
 
 @contextmanager
-def serve(data_dir: Path, port: int, *extra: str, env_extra: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+def serve(
+    data_dir: Path, port: int, *extra: str, env_extra: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
     env = dict(os.environ)
     env.pop("MSS_CONFIG", None)
     cmd = [
-        sys.executable, "-m", "mss", "serve", "--data-dir", str(data_dir),
-        "--listen", f"udp:127.0.0.1:{port}", "--listen", f"tcp:127.0.0.1:{port}",
-        "--domain", "example.test", "--log-format", "json", *extra,
+        sys.executable,
+        "-m",
+        "mss",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        f"udp:127.0.0.1:{port}",
+        "--listen",
+        f"tcp:127.0.0.1:{port}",
+        "--domain",
+        "example.test",
+        "--log-format",
+        "json",
+        *extra,
     ]
     env.update({"MSS_STUN_PORT": "", "MSS_API_ENABLED": "0"})
     env.update(env_extra or {})
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 20
@@ -196,5 +263,3 @@ def serve(data_dir: Path, port: int, *extra: str, env_extra: dict[str, str] | No
                 proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-
-

@@ -48,11 +48,22 @@ sipp gotchas found while writing this (SIPp v3.6.1)
   sub-second values are no timeout at all (the harness rounds up).
 * SIGUSR1 twice ("force quit") can leave sipp stuck forever with "Waiting for active calls to
   end" and a CurrentCall counter that never drops; the harness never sends it twice.
-* ``Retransmissions(C)`` in the CSV counts retransmissions sipp *sent* on its own timers
-  (``retrans="500"`` elements, T1 doubling). The per-message "Retrans" column of the scenario
-  screen (:attr:`SippResult.steps`) also counts retransmissions *received* (and the replies
-  sipp re-sent to them). ``-lost N`` drops N % of the messages sipp sends *and* receives
-  (counted in the screen's "Lost" column, which appears only when loss is on).
+* ``Retransmissions(C)`` in the CSV counts every retransmission sipp *sent*: on its timers
+  (``retrans="500"`` elements, T1 doubling) and in reply to a retransmission it received (a 200
+  resent for a retransmitted BYE, an ACK resent for a retransmitted 2xx). It equals the sum of
+  the "Retrans" column over the send rows of the scenario screen (:attr:`SippResult.steps`);
+  on receive rows that column counts retransmissions received. ``-lost N`` drops N % of the
+  messages sipp sends *and* receives (the screen's "Lost" column, shown only when loss is on).
+* Under loss, sipp's own peers are not robust, so loss tests need care (see
+  ``scenarios/uas_answer_lossy.xml``): (1) sipp matches a response by status code and CSeq
+  method only, so in the built-in ``uac`` a late retransmission of the INVITE's 200 satisfies
+  the ``<recv response="200">`` meant for the BYE (our scenarios use ``start_txn`` /
+  ``response_txn``); (2) a sipp UAS remembers what to resend for a retransmitted request only
+  for the first message it sent after it (180, not the 200), so an INVITE retransmitted after
+  180 and 200 were both lost aborts the call, which the built-in ``uas`` does; (3) a UAS whose
+  ``<timewait>`` is shorter than the caller's BYE retransmissions fails calls when a 200 is lost
+  repeatedly. The built-in ``uac`` against the built-in ``uas`` with ``-lost 10`` failed a call
+  in about 1 run of 15 (20 calls each) and left UAS calls hanging in a third of the runs.
 * A call counts as successful only when it reaches the end of the scenario, after the final
   ``<timewait>``/``<pause>``: a UAS stopped early reports fewer successful calls.
 * Unexpected messages: sipp aborts the call (sending CANCEL or BYE by default) and counts it in
@@ -61,7 +72,10 @@ sipp gotchas found while writing this (SIPp v3.6.1)
 * The scenario screen is written to ``-screen_file`` on a normal exit only; after a fatal error
   (for instance ``-timeout_error``) it is only on stdout, where the harness looks for it.
 * Inside ``[authentication ...]``, field references must be quoted
-  (``username="[field0]"``), see ``scenarios/register_uac.xml``.
+  (``username="[field0]"``), and the digest-uri sipp puts in it is ``sip:remote_ip:port`` (or
+  ``-auth_uri``), never the Request-URI: see ``scenarios/register_uac.xml``.
+* Over TCP, when the peer closes the connection (a sipp client exiting), a sipp UAS ends the
+  calls still in ``<timewait>`` and may count them as failed (``FailedTcpClosed(C)``).
 """
 
 from __future__ import annotations
@@ -565,6 +579,7 @@ def _start(
         raise ValueError("timeout must be positive: every sipp run is bounded")
     if calls is not None and calls < 1:
         raise ValueError("calls must be at least 1")
+    scenario_args = _scenario_args(scenario)  # before making the directory: may raise
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         directory = Path(tempfile.mkdtemp(prefix="sipp-", dir=workdir))
@@ -573,7 +588,7 @@ def _start(
     command = [binary]
     if target is not None:
         command.append(target)
-    command += _scenario_args(scenario)
+    command += scenario_args
     command += ["-i", local_ip, "-p", str(local_port), "-bind_local", "-t", transport]
     # The control socket binds 0.0.0.0:8888 (cycling upwards) unless told otherwise.
     command += ["-ci", "127.0.0.1", "-cp", str(free_udp_port())]
@@ -612,6 +627,7 @@ def _start(
     except BaseException:
         stdout_file.close()
         stderr_file.close()
+        shutil.rmtree(directory, ignore_errors=True)
         raise
     return _Run(
         command=tuple(command),

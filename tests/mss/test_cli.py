@@ -30,17 +30,36 @@ def test_user_commands_and_errors(tmp_path: Path) -> None:
     d = tmp_path / "data"
     out = mss_cli("user", "add", "1001", "--password", "secret1", "--name", "Alice", data_dir=d)
     assert "added" in out.stdout and d.exists()
-    mss_cli("user", "add", "1002", "--password", "secret2", "--multi-device", "--max-devices", "2", "--allow-ip", "127.0.0.9", data_dir=d)
+    mss_cli(
+        "user",
+        "add",
+        "1002",
+        "--password",
+        "secret2",
+        "--multi-device",
+        "--max-devices",
+        "2",
+        "--allow-ip",
+        "127.0.0.9",
+        data_dir=d,
+    )
     listed = json.loads(mss_cli("user", "list", "--json", data_dir=d).stdout)
     assert [u["number"] for u in listed] == ["1001", "1002"]
-    assert listed[1]["multi_device"] and listed[1]["max_devices"] == 2 and listed[1]["allow_ips"] == ["127.0.0.9"]
+    assert (
+        listed[1]["multi_device"]
+        and listed[1]["max_devices"] == 2
+        and listed[1]["allow_ips"] == ["127.0.0.9"]
+    )
     mss_cli("user", "set", "1001", "--max-calls", "2", data_dir=d)
     assert json.loads(mss_cli("user", "list", "--json", data_dir=d).stdout)[0]["max_calls"] == 2
     # bad input: one line naming the field, exit 2, nothing written
     for args, field in [
         (("user", "add", "1001", "--password", "xxxxx"), "number"),
         (("user", "add", "1003", "--password", "x"), "password"),
-        (("user", "add", "1003", "--password", "secret3", "--allow-ip", "300.1.1.1"), "allow_ip[0]"),
+        (
+            ("user", "add", "1003", "--password", "secret3", "--allow-ip", "300.1.1.1"),
+            "allow_ip[0]",
+        ),
         (("user", "add", "1003", "--password", "secret3", "--max-devices", "0"), "max_devices"),
         (("user", "set", "1999", "--name", "x"), "number"),
         (("user", "del", "1999"), "number"),
@@ -49,7 +68,9 @@ def test_user_commands_and_errors(tmp_path: Path) -> None:
         assert res.returncode == 2, res
         err = res.stderr.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"mss: error: {field}:"), res.stderr
-    assert [u["number"] for u in json.loads(mss_cli("user", "list", "--json", data_dir=d).stdout)] == ["1001", "1002"]
+    assert [
+        u["number"] for u in json.loads(mss_cli("user", "list", "--json", data_dir=d).stdout)
+    ] == ["1001", "1002"]
     # bad configuration names the field too
     res = mss_cli("user", "list", data_dir=d, check=False, env={"MSS_REGISTRAR_MIN_EXPIRES": "0"})
     assert res.returncode == 2 and "registrar.min_expires" in res.stderr
@@ -100,15 +121,21 @@ def test_serve_stops_cleanly_on_sigint(tmp_path: Path) -> None:
 def test_serve_bad_listen_is_one_line_error(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "mss", "serve", "--data-dir", str(tmp_path), "--listen", "udp:nope"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert res.returncode == 2
     assert res.stderr.strip().startswith("mss: error: transport.listen")
 
 
-@pytest.mark.parametrize("cmd", [["--help"], ["serve", "--help"], ["user", "add", "--help"], ["reg", "list", "--help"]])
+@pytest.mark.parametrize(
+    "cmd", [["--help"], ["serve", "--help"], ["user", "add", "--help"], ["reg", "list", "--help"]]
+)
 def test_help(cmd: list[str]) -> None:
-    res = subprocess.run([sys.executable, "-m", "mss", *cmd], capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [sys.executable, "-m", "mss", *cmd], capture_output=True, text=True, timeout=30
+    )
     assert res.returncode == 0 and "--data-dir" in res.stdout
 
 

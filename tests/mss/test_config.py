@@ -157,7 +157,18 @@ def test_defaults() -> None:
     assert dataclasses.astuple(cfg.registrar) == (3600, 60, 7200)
     assert (cfg.auth.nonce_lifetime, cfg.auth.secret, cfg.auth.failed_response) == (300, "", 401)
     assert (cfg.calls.no_answer_timeout, cfg.calls.max_forwards) == (60, 70)
-    assert dataclasses.astuple(cfg.security) == (True, 5, 60, 10800, 86400, 4, 86400, 100000)
+    assert dataclasses.astuple(cfg.security) == (
+        True,
+        5,
+        60,
+        10800,
+        86400,
+        4,
+        86400,
+        100000,
+        10.0,
+        403,
+    )
     assert (cfg.storage.backend, cfg.storage.path) == ("sqlite", "")
     assert (cfg.log.format, cfg.log.level) == ("auto", "info")
     assert (cfg.api.listen, cfg.api.enabled, cfg.api.allow_insecure_remote) == (
@@ -282,6 +293,8 @@ f2b_max_ban_time = 6000
 f2b_known_good_factor = 2
 f2b_known_good_window = 3600
 ban_table_size = 1000
+drop_log_interval = 2.5
+blacklist_status = 603
 
 [storage]
 backend = "memory"

@@ -81,10 +81,24 @@ def test_sha256_response_matches_independent_hashlib(tmp_path: Path) -> None:
                 f'response="{resp}", algorithm=SHA-256, qop=auth, nc={nc}, cnonce="{cnonce}"'
             )
             host, port = uac.client.addr
-            r = await uac.send(uac.request("REGISTER", "1001", contact=f"<sip:1001@{host}:{port}>", headers=[("Authorization", auth)]))
+            r = await uac.send(
+                uac.request(
+                    "REGISTER",
+                    "1001",
+                    contact=f"<sip:1001@{host}:{port}>",
+                    headers=[("Authorization", auth)],
+                )
+            )
             assert r.status == 200
             # the same credentials again (same nonce, same nc): a replay → challenged again
-            r = await uac.send(uac.request("REGISTER", "1001", contact=f"<sip:1001@{host}:{port}>", headers=[("Authorization", auth)]))
+            r = await uac.send(
+                uac.request(
+                    "REGISTER",
+                    "1001",
+                    contact=f"<sip:1001@{host}:{port}>",
+                    headers=[("Authorization", auth)],
+                )
+            )
             assert r.status == 401
             uac.close()
 
@@ -95,11 +109,15 @@ def _mask(data: bytes) -> bytes:
     """Remove what legitimately differs: echoed request headers and the nonce."""
     text = data.decode()
     text = re.sub(r'nonce="[^"]*"', 'nonce="X"', text)
-    lines = [ln for ln in text.split("\r\n") if not re.match(r"(?i)(via|from|to|call-id|cseq):", ln)]
+    lines = [
+        ln for ln in text.split("\r\n") if not re.match(r"(?i)(via|from|to|call-id|cseq):", ln)
+    ]
     return "\r\n".join(lines).encode()
 
 
-def test_unknown_user_and_wrong_password_are_indistinguishable(loop_name: str, tmp_path: Path) -> None:
+def test_unknown_user_and_wrong_password_are_indistinguishable(
+    loop_name: str, tmp_path: Path
+) -> None:
     async def main() -> None:
         async with running(tmp_path) as srv:
             await srv.users.add("1001", "pw-1001")
@@ -107,7 +125,9 @@ def test_unknown_user_and_wrong_password_are_indistinguishable(loop_name: str, t
             raw: dict[str, bytes] = {}
             for label, user in (("wrong", "1001"), ("unknown", "1999")):
                 first = await uac.register(user, None)
-                r = await uac.answer(first, "REGISTER", user, "not-the-password", contact=f"<sip:{user}@127.0.0.1>")
+                r = await uac.answer(
+                    first, "REGISTER", user, "not-the-password", contact=f"<sip:{user}@127.0.0.1>"
+                )
                 raw[label] = bytes(r)
                 raw[label + "-first"] = bytes(first)
             assert b"401 Unauthorized" in raw["wrong"]
@@ -130,7 +150,9 @@ def test_expires_bounds(loop_name: str, tmp_path: Path) -> None:
             assert r.status == 200 and list(contacts(r).values()) == [7200]
             r = await uac.register("1001", "pw-1001", expires=None)  # default
             assert list(contacts(r).values()) == [3600]
-            r = await uac.register("1001", "pw-1001", contact="<sip:1001@127.0.0.1:5099>;expires=120", expires=600)
+            r = await uac.register(
+                "1001", "pw-1001", contact="<sip:1001@127.0.0.1:5099>;expires=120", expires=600
+            )
             assert list(contacts(r).values()) == [120]  # the Contact param wins
             r = await uac.register("1001", "pw-1001", expires=0)
             uac.close()
@@ -181,7 +203,10 @@ def test_q_values_kept_and_ordered(loop_name: str, tmp_path: Path) -> None:
             await uac.register("1001", "pw-1001", contact="<sip:1001@127.0.0.1:5081>;q=0.2")
             await uac.register("1001", "pw-1001", contact="<sip:1001@127.0.0.1:5082>;q=0.9")
             found = srv.location.lookup("1001")
-            assert [(b.contact, b.q) for b in found] == [("sip:1001@127.0.0.1:5082", 0.9), ("sip:1001@127.0.0.1:5081", 0.2)]
+            assert [(b.contact, b.q) for b in found] == [
+                ("sip:1001@127.0.0.1:5082", 0.9),
+                ("sip:1001@127.0.0.1:5081", 0.2),
+            ]
             uac.close()
 
     run_on(loop_name, main)
@@ -201,7 +226,9 @@ def test_one_number_multi_device(loop_name: str, tmp_path: Path, multi: bool) ->
                 assert [r.status for r in results] == [200, 200, 200, 200]
                 assert len(contacts(results[-1])) == 1
                 assert len(srv.location.lookup("1001")) == 1
-                assert srv.location.lookup("1001")[0].contact.endswith(f":{uacs[-1].client.addr[1]}")
+                assert srv.location.lookup("1001")[0].contact.endswith(
+                    f":{uacs[-1].client.addr[1]}"
+                )
             else:
                 assert [r.status for r in results] == [200, 200, 200, 403]
                 assert "device limit" in results[3].reason
@@ -226,7 +253,9 @@ def test_ip_authorization(loop_name: str, tmp_path: Path) -> None:
             # OPTIONS and INVITE from the authorized address are not challenged
             r = await ok.send(ok.request("OPTIONS", "mss"))
             assert r.status == 200
-            r = await ok.send(ok.request("INVITE", "1006", uri="sip:1006@example.test", from_user="1005"))
+            r = await ok.send(
+                ok.request("INVITE", "1006", uri="sip:1006@example.test", from_user="1005")
+            )
             assert r.status not in (401, 407)
             # another user's From from that address is challenged; so is 1005 from elsewhere
             r = await ok.register("1006", None)
@@ -246,9 +275,13 @@ def test_stale_nonce_gets_stale_challenge(tmp_path: Path) -> None:
             uac = await Uac.open(srv.port("udp"))
             first = await uac.register("1001", None)
             await asyncio.sleep(1.3)
-            r = await uac.answer(first, "REGISTER", "1001", "pw-1001", contact="<sip:1001@127.0.0.1>")
+            r = await uac.answer(
+                first, "REGISTER", "1001", "pw-1001", contact="<sip:1001@127.0.0.1>"
+            )
             assert r.status == 401
-            assert all(parse_auth(v).params.get("stale") == "true" for v in r.get_all("WWW-Authenticate"))
+            assert all(
+                parse_auth(v).params.get("stale") == "true" for v in r.get_all("WWW-Authenticate")
+            )
             r = await uac.answer(r, "REGISTER", "1001", "pw-1001", contact="<sip:1001@127.0.0.1>")
             assert r.status == 200
             assert srv.auth.stats["failures"] == 0  # a stale nonce is not a failure
@@ -262,14 +295,20 @@ def test_aor_must_be_local_sip_uri(tmp_path: Path) -> None:
         async with running(tmp_path) as srv:
             await srv.users.add("1001", "pw-1001")
             uac = await Uac.open(srv.port("udp"))
-            data = uac.request("REGISTER", "1001").replace(b"To: <sip:1001@example.test>", b"To: <isbn:2983792873>")
+            data = uac.request("REGISTER", "1001").replace(
+                b"To: <sip:1001@example.test>", b"To: <isbn:2983792873>"
+            )
             assert (await uac.send(data)).status == 400
-            data = uac.request("REGISTER", "1001").replace(b"To: <sip:1001@example.test>", b"To: <sip:1001@elsewhere.test>")
+            data = uac.request("REGISTER", "1001").replace(
+                b"To: <sip:1001@example.test>", b"To: <sip:1001@elsewhere.test>"
+            )
             assert (await uac.send(data)).status == 403
             # authenticated as 1001 but registering 1002
             await srv.users.add("1002", "pw-1002")
             first = await uac.register("1002", None)
-            r = await uac.answer(first, "REGISTER", "1002", "pw-1001", username="1001", contact="<sip:x@127.0.0.1>")
+            r = await uac.answer(
+                first, "REGISTER", "1002", "pw-1001", username="1001", contact="<sip:x@127.0.0.1>"
+            )
             assert r.status == 403
             uac.close()
 

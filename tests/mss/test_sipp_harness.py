@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -71,21 +72,24 @@ def test_builtin_uac_against_builtin_uas() -> None:
 
 @slow
 def test_lost_packets_are_retransmitted_and_calls_complete() -> None:
+    # Our loss-tolerant pair, not sipp's built-in uac/uas: those fail calls or hang under -lost
+    # because of sipp's own matching bugs (see the module docstring of sipp.py).
     calls = 20
-    with start_sipp_uas(scenario="uas") as uas:
-        result = run_sipp(uas.target, scenario="uac", calls=calls, rate=40, lost=10, timeout=40)
-        server = uas.stop()
+    with start_sipp_uas(scenario="uas_answer_lossy.xml", stop_grace=0.5) as uas:
+        result = run_sipp(
+            uas.target, scenario="invite_uac_call.xml", calls=calls, rate=40, lost=10, timeout=40
+        )
+        server = uas.stop()  # its calls wait 32 s in timewait: stopped by SIGTERM
     _ok(result, calls)
     lost = sum(step.lost for step in result.steps)
-    # 10 % of ~120 messages: some were dropped, and retransmissions (sipp's timers on the UAC
-    # side, 200 OK resent by the UAS for a lost ACK) made every call complete regardless.
+    # 10 % of ~100 messages were dropped (sent or received) and retransmissions made every
+    # call complete regardless: P(no loss) ~ 0.9^100, P(no retransmission by the UAC) ~ 0.9^80.
     assert lost > 0, result.describe()
-    assert result.retransmissions == sum(
-        step.retrans for step in result.steps if step.direction == "send"
-    ), result.describe()
-    recovered = result.retransmissions + server.retransmissions
-    recovered += sum(step.retrans for step in result.steps + server.steps)
-    assert recovered > 0, result.describe()
+    assert result.retransmissions > 0, result.describe()
+    sent = sum(step.retrans for step in result.steps if step.direction == "send")
+    assert result.retransmissions == sent, result.describe()
+    assert server.step("INVITE", "recv").messages == calls, server.describe()
+    assert server.step("BYE", "recv").messages == calls, server.describe()
     print(
         f"\nlost={lost} uac_retransmissions={result.retransmissions} "
         f"uas_retransmissions={server.retransmissions}\n{result.describe()}"
@@ -106,6 +110,29 @@ def test_options_scenarios_sync_and_async() -> None:
     assert result.step("100", "recv").messages == 0
     _ok(server, 8)
     assert server.step("OPTIONS", "recv").messages == 8
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@slow
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_options_over_ipv6_loopback() -> None:
+    with start_sipp_uas(scenario="options_uas.xml", local_ip="::1") as uas:
+        assert uas.target.startswith("[::1]:")
+        result = run_sipp(
+            uas.target, scenario="options_uac.xml", calls=2, local_ip="::1", trace_msg=True
+        )
+        server = uas.stop()
+    _ok(result, 2)
+    _ok(server, 2)
+    assert "Via: SIP/2.0/UDP [::1]:" in result.message_log
 
 
 @slow

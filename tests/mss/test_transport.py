@@ -33,7 +33,9 @@ def loop_name(request: pytest.FixtureRequest) -> str:
 
 
 class Stack:
-    def __init__(self, transport: TransportLayer, core: SipCore, router: MethodRouter, clock: Clock) -> None:
+    def __init__(
+        self, transport: TransportLayer, core: SipCore, router: MethodRouter, clock: Clock
+    ) -> None:
         self.transport = transport
         self.core = core
         self.router = router
@@ -47,7 +49,9 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(listen: list[tuple[str, str, int]] | None = None, **kw: Any) -> AsyncIterator[Stack]:
+async def stack(
+    listen: list[tuple[str, str, int]] | None = None, **kw: Any
+) -> AsyncIterator[Stack]:
     clock = Clock(asyncio.get_running_loop(), tick=0.005)
     transport = TransportLayer(
         listen=listen or [("udp", "127.0.0.1", 0), ("tcp", "127.0.0.1", 0)], clock=clock, **kw
@@ -63,7 +67,17 @@ async def stack(listen: list[tuple[str, str, int]] | None = None, **kw: Any) -> 
         clock.close()
 
 
-def sipreq(method: str, branch: str = "z9hG4bKt1", *, host: str = "127.0.0.1", port: int = 5999, proto: str = "UDP", cseq: int = 1, extra: str = "", body: bytes = b"") -> bytes:
+def sipreq(
+    method: str,
+    branch: str = "z9hG4bKt1",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5999,
+    proto: str = "UDP",
+    cseq: int = 1,
+    extra: str = "",
+    body: bytes = b"",
+) -> bytes:
     return (
         f"{method} sip:mss@127.0.0.1 SIP/2.0\r\n"
         f"Via: SIP/2.0/{proto} {host}:{port};branch={branch};rport\r\n"
@@ -125,12 +139,19 @@ def test_udp_malformed_gets_400_or_nothing(loop_name: str) -> None:
             c = await UdpClient.open()
             dest = ("127.0.0.1", s.port("udp"))
             # framing error (negative Content-Length) with a usable Via: stateless 400 + reason
-            bad = sipreq("OPTIONS", port=c.addr[1]).replace(b"Content-Length: 0", b"Content-Length: -999")
+            bad = sipreq("OPTIONS", port=c.addr[1]).replace(
+                b"Content-Length: 0", b"Content-Length: -999"
+            )
             c.send(bad, dest)
             r = parse_datagram(await c.recv())
             assert r.status == 400 and "Content-Length" in r.reason
             # validation error (bad CSeq): 400 from the core, naming the problem
-            c.send(sipreq("OPTIONS", port=c.addr[1]).replace(b"CSeq: 1 OPTIONS", b"CSeq: 99999999999 OPTIONS"), dest)
+            c.send(
+                sipreq("OPTIONS", port=c.addr[1]).replace(
+                    b"CSeq: 1 OPTIONS", b"CSeq: 99999999999 OPTIONS"
+                ),
+                dest,
+            )
             r = parse_datagram(await c.recv())
             assert r.status == 400 and "CSeq" in r.reason
             # no usable Via: dropped
@@ -163,7 +184,9 @@ def test_core_semantic_answers(loop_name: str, mutation: tuple[bytes, bytes], st
     async def main() -> None:
         async with stack() as s:
             c = await UdpClient.open()
-            c.send(sipreq("OPTIONS", port=c.addr[1]).replace(*mutation), ("127.0.0.1", s.port("udp")))
+            c.send(
+                sipreq("OPTIONS", port=c.addr[1]).replace(*mutation), ("127.0.0.1", s.port("udp"))
+            )
             r = parse_datagram(await c.recv())
             assert r.status == status
             if status == 420:
@@ -185,7 +208,9 @@ def test_cancel_unknown_gets_481_and_pending_invite_487(loop_name: str) -> None:
             c.send(sipreq("INVITE", "z9hG4bKc", port=c.addr[1]), dest)
             assert parse_datagram(await c.recv()).status == 100
             c.send(sipreq("CANCEL", "z9hG4bKc", port=c.addr[1]), dest)
-            got = sorted([parse_datagram(await c.recv()).status, parse_datagram(await c.recv()).status])
+            got = sorted(
+                [parse_datagram(await c.recv()).status, parse_datagram(await c.recv()).status]
+            )
             assert got == [200, 487]
             c.close()
 
@@ -232,7 +257,13 @@ def test_tcp_two_messages_in_one_segment_and_split(loop_name: str) -> None:
             msgs = await _read_messages(reader, 2)
             assert [m.status for m in msgs] == [200, 200]
             assert {m.via.branch for m in msgs} == {"z9hG4bKa", "z9hG4bKb"}
-            c = sipreq("OPTIONS", "z9hG4bKc", proto="TCP", body=b"hello", extra="Content-Type: text/plain\r\n")
+            c = sipreq(
+                "OPTIONS",
+                "z9hG4bKc",
+                proto="TCP",
+                body=b"hello",
+                extra="Content-Type: text/plain\r\n",
+            )
             for i in range(0, len(c), 7):  # one message split across many segments
                 writer.write(c[i : i + 7])
                 await writer.drain()
@@ -277,6 +308,7 @@ def test_tcp_idle_timeout_and_per_source_cap(loop_name: str) -> None:
 
 def test_tls_with_self_signed_certificate(loop_name: str, tmp_path: Path) -> None:
     import trustme
+
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert_file, key_file, ca_file = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
@@ -285,9 +317,13 @@ def test_tls_with_self_signed_certificate(loop_name: str, tmp_path: Path) -> Non
     ca.cert_pem.write_to_path(ca_file)
 
     async def main() -> None:
-        async with stack([("tls", "127.0.0.1", 0)], tls_cert=str(cert_file), tls_key=str(key_file)) as s:
+        async with stack(
+            [("tls", "127.0.0.1", 0)], tls_cert=str(cert_file), tls_key=str(key_file)
+        ) as s:
             ctx = ssl.create_default_context(cafile=str(ca_file))
-            reader, writer = await asyncio.open_connection("127.0.0.1", s.port("tls"), ssl=ctx, server_hostname="127.0.0.1")
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", s.port("tls"), ssl=ctx, server_hostname="127.0.0.1"
+            )
             writer.write(sipreq("OPTIONS", "z9hG4bKtls", proto="TLS"))
             msgs = await _read_messages(reader, 1)
             assert msgs[0].status == 200 and msgs[0].via.transport == "TLS"
@@ -312,7 +348,10 @@ def test_outgoing_tcp_reuses_connection(loop_name: str) -> None:
         port = srv.sockets[0].getsockname()[1]
         async with stack() as s:
             for i in range(3):
-                s.transport.send(Target("tcp", "127.0.0.1", port), b"OPTIONS sip:x SIP/2.0\r\n\r\n" + bytes([48 + i]))
+                s.transport.send(
+                    Target("tcp", "127.0.0.1", port),
+                    b"OPTIONS sip:x SIP/2.0\r\n\r\n" + bytes([48 + i]),
+                )
             for _ in range(50):
                 if sum(len(d) for d in received) >= 3 * 26:
                     break
@@ -345,11 +384,18 @@ def test_ten_thousand_pending_transactions_timers_on_time(loop_name: str) -> Non
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             for i in range(n):
-                req = Request("OPTIONS", "sip:x@127.0.0.1", [
-                    ("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKload{i}"),
-                    ("From", "<sip:a@b>;tag=1"), ("To", "<sip:x@127.0.0.1>"), ("Call-ID", f"load{i}"),
-                    ("CSeq", "1 OPTIONS"), ("Max-Forwards", "70"),
-                ])
+                req = Request(
+                    "OPTIONS",
+                    "sip:x@127.0.0.1",
+                    [
+                        ("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKload{i}"),
+                        ("From", "<sip:a@b>;tag=1"),
+                        ("To", "<sip:x@127.0.0.1>"),
+                        ("Call-ID", f"load{i}"),
+                        ("CSeq", "1 OPTIONS"),
+                        ("Max-Forwards", "70"),
+                    ],
+                )
                 s.core.send_request(req, Target("udp", *sink.addr), None)
             assert len(s.core.layer) == n and len(s.clock) >= 2 * n
             await asyncio.sleep(0)
@@ -365,8 +411,10 @@ def test_ten_thousand_pending_transactions_timers_on_time(loop_name: str) -> Non
             await asyncio.sleep(max(0.0, t0 + 0.8 - loop.time()))
             assert len(lateness) == 30 and min(lateness) >= 0  # never early
             worst = max(lateness)
-            print(f"\n10k pending transactions: probe lateness max {worst * 1000:.2f} ms, "
-                  f"median {sorted(lateness)[15] * 1000:.2f} ms, tick {s.clock.tick * 1000:.0f} ms")
+            print(
+                f"\n10k pending transactions: probe lateness max {worst * 1000:.2f} ms, "
+                f"median {sorted(lateness)[15] * 1000:.2f} ms, tick {s.clock.tick * 1000:.0f} ms"
+            )
             assert worst < 0.1
             # at 2 s every transaction's timer E fires: 10,000 retransmissions go out (the
             # kernel may drop some of the burst at the receiving socket: count our side)
