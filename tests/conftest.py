@@ -13,6 +13,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No per-example deadline: CI machines are shared and timing is not what these tests check.
+settings.register_profile("fastsip", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("fastsip")
 
 TWINS = ("py", "c")
 ROOT = Path(__file__).resolve().parent.parent
