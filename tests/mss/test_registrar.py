@@ -325,3 +325,48 @@ def test_failed_response_403_option(tmp_path: Path) -> None:
             uac.close()
 
     run_on("asyncio", main)
+
+
+def test_path_stored_and_echoed(tmp_path: Path) -> None:
+    """RFC 3327: Path headers of a REGISTER are kept with the binding and returned in the 200
+    when the UA supports ``path``."""
+
+    async def main() -> None:
+        async with running(tmp_path) as srv:
+            await srv.users.add("1001", "pw-1001")
+            uac = await Uac.open(srv.port("udp"))
+            path = [("Path", "<sip:edge1.example.test;lr>"), ("Path", "<sip:edge2.example.test;lr>")]
+            r = await uac.register("1001", "pw-1001", extra=[*path, ("Supported", "path")])
+            assert r.status == 200
+            assert r.get_all("Path") == ["<sip:edge1.example.test;lr>", "<sip:edge2.example.test;lr>"]
+            [b] = srv.location.lookup("1001")
+            assert b.path == ("<sip:edge1.example.test;lr>", "<sip:edge2.example.test;lr>")
+            uac.close()
+
+    run_on("asyncio", main)
+
+
+def test_unknown_user_costs_a_real_verification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timing oracle: an unknown user's credentials are verified against a dummy HA1, so the
+    server does the same digest work as for a known user with a wrong password."""
+    import mss.sip.auth as auth_mod
+
+    calls: list[str] = []
+    real = auth_mod.verify_response
+
+    def counting(params, **kw):  # type: ignore[no-untyped-def]
+        calls.append(params.get("username", ""))
+        return real(params, **kw)
+
+    monkeypatch.setattr(auth_mod, "verify_response", counting)
+
+    async def main() -> None:
+        async with running(tmp_path) as srv:
+            await srv.users.add("1001", "pw-1001")
+            uac = await Uac.open(srv.port("udp"))
+            assert (await uac.register("1999", "whatever")).status == 401
+            assert (await uac.register("1001", "wrong-one")).status == 401
+            assert calls == ["1999", "1001"]
+            uac.close()
+
+    run_on("asyncio", main)
