@@ -68,12 +68,12 @@ cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, UC maxchar)
     object PyList_New(Py_ssize_t n)
     void PyList_SET_ITEM(object lst, Py_ssize_t i, PyObject* o)
-    int PyUnicode_READY(object s) except -1
     Py_ssize_t PyUnicode_GET_LENGTH(object s)
     int PyUnicode_KIND(object s)
     void* PyUnicode_DATA(object s)
     UC PyUnicode_READ(int kind, const void* data, Py_ssize_t index) nogil
     bint PyBytes_Check(object o)
+    bint PyBytes_CheckExact(object o)
     char* PyBytes_AS_STRING(object o)
     Py_ssize_t PyBytes_GET_SIZE(object o)
     object PyBytes_FromStringAndSize(const char* s, Py_ssize_t n)
@@ -89,6 +89,17 @@ cdef extern from "Python.h":
     void PyBuffer_Release(Py_buffer* view)
     int PyBUF_SIMPLE
     Py_ssize_t PY_SSIZE_T_MAX
+
+cdef extern from *:
+    """
+    /* PyUnicode_READY is a no-op (and deprecated) from Python 3.12 on */
+    #if PY_VERSION_HEX >= 0x030C0000
+    #define __fastsip_unicode_ready(o) 0
+    #else
+    #define __fastsip_unicode_ready(o) PyUnicode_READY(o)
+    #endif
+    """
+    int _unicode_ready "__fastsip_unicode_ready"(object o) except -1
 
 cdef extern from "structmember.h":
     ctypedef struct PyMemberDef:
@@ -265,7 +276,7 @@ _HEADER_NAMES = (
     "Security-Client", "Security-Server", "Security-Verify", "Diversion", "Remote-Party-ID",
     "Service-Route", "P-Associated-URI", "P-Called-Party-ID", "P-Charging-Vector",
     "P-Access-Network-Info", "Recv-Info", "Info-Package", "Content-ID", "Target-Dialog",
-    "Join", "Referred-By", "Refer-Sub", "History-Info", "Geolocation", "Feature-Caps",
+    "Join", "Refer-Sub", "History-Info", "Geolocation", "Feature-Caps",
 )
 
 _PARAM_NAMES = (
@@ -352,6 +363,7 @@ cdef bint _plain_class(object cls) except -1:
         and cls.__new__ is object.__new__
         and cls.__setattr__ is object.__setattr__
         and cls.__basicsize__ > 0
+        and not getattr(cls, "__abstractmethods__", None)
     )
 
 
@@ -364,6 +376,8 @@ cdef class _Shape:
     cdef tuple names
 
     def __init__(self, cls, names):
+        if len(names) > 12:
+            raise ValueError("too many slots for _Shape")
         self.cls = cls
         self.names = tuple(names)
         self.plain = _plain_class(cls)
@@ -560,6 +574,8 @@ def classify(data: bytes) -> Kind:
     if PyByteArray_Check(data):
         return _classify(<const unsigned char*>PyByteArray_AS_STRING(data),
                          PyByteArray_GET_SIZE(data))
+    if len(data) == 0:   # as the pure twin, for any empty sized object
+        return _K_GARBAGE
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         return _classify(<const unsigned char*>view.buf, view.len)
@@ -1071,6 +1087,11 @@ cdef class StreamParser:
         self._limits = limits
         self.pings = 0
 
+    def __reduce__(self):
+        # picklable like the pure twin (whose __slots__ state pickles by default)
+        return (_stream_parser_restore,
+                (self._limits, bytes(self._buf), self._crlf, self._broken, self.pings))
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet framed into a message."""
@@ -1086,58 +1107,59 @@ cdef class StreamParser:
             raise _err("stream parser is broken by an earlier error")
         self.pings = 0
         cdef bytearray buf = self._buf
-        buf += data
+        cdef bint direct = PyByteArray_GET_SIZE(buf) == 0 and PyBytes_CheckExact(data)
         cdef list out = []
-        cdef Py_ssize_t i, n, end, cl, total
+        cdef Py_ssize_t i, o = 0, n, end, cl, total
         cdef const unsigned char* p
         cdef Py_buffer view
         cdef HeadInfo info
         cdef object msg, raw
         cdef _Shape shape
+        if direct:
+            # Nothing buffered: frame straight from the immutable bytes, copy only a remainder.
+            p = <const unsigned char*>PyBytes_AS_STRING(data)
+            n = PyBytes_GET_SIZE(data)
+        else:
+            buf += data
+            # A buffer export pins the bytearray (no resize, no move) while we hold p.
+            PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+            p = <const unsigned char*>view.buf
+            n = view.len
         try:
-            while PyByteArray_GET_SIZE(buf):
+            while o < n:
                 # RFC 5626 §4.4.1 keepalives between messages.
-                n = PyByteArray_GET_SIZE(buf)
-                p = <const unsigned char*>PyByteArray_AS_STRING(buf)
-                i = 0
+                i = o
                 while i + 1 < n and p[i] == CH_CR and p[i + 1] == CH_LF:
                     i += 2
                     self._crlf += 1
                     if self._crlf == 2:
                         self.pings += 1
                         self._crlf = 0
-                if i:
-                    del buf[:i]
-                    n -= i
-                    p = <const unsigned char*>PyByteArray_AS_STRING(buf)
-                if n == 0 or (n == 1 and p[0] == CH_CR):
+                o = i
+                if o == n or (n - o == 1 and p[o] == CH_CR):
                     break
                 self._crlf = 0
-                end = _find_crlfcrlf(p, 0, n)
+                end = _find_crlfcrlf(p + o, 0, n - o)
                 if end < 0:
-                    if n > self._lim.max_message_size:
+                    if n - o > self._lim.max_message_size:
                         raise _err("header section too large", self._limits.max_message_size, 513)
                     break
                 if end + 4 > self._lim.max_message_size:
                     raise _err("header section too large", self._limits.max_message_size, 513)
-                # Hold a buffer export while parsing from the bytearray's memory: it cannot be
-                # resized (and its pointer cannot move) until we release it.
-                PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-                try:
-                    msg = _parse_head(<const unsigned char*>view.buf, 0, end, self._limits,
-                                      &self._lim, &info)
-                    cl = _content_length(&info, &self._lim, 0)
-                finally:
-                    PyBuffer_Release(&view)
+                msg = _parse_head(p + o, 0, end, self._limits, &self._lim, &info)
+                cl = _content_length(&info, &self._lim, 0)
                 if cl < 0:
                     cl = 0
                 total = end + 4 + cl
                 if total > self._lim.max_message_size:
                     raise _err("message too large", 0, 413 if info.is_request else 513)
-                if n < total:
+                if n - o < total:
                     break
-                raw = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf), total)
-                del buf[:total]
+                if direct and o == 0 and total == n:
+                    raw = data
+                else:
+                    raw = PyBytes_FromStringAndSize(<const char*>p + o, total)
+                o += total
                 shape = _REQ if info.is_request else _RESP
                 shape.put(msg, M_BODY,
                           PyBytes_FromStringAndSize(PyBytes_AS_STRING(raw) + end + 4, cl))
@@ -1146,7 +1168,25 @@ cdef class StreamParser:
         except ParseError:
             self._broken = True
             raise
+        finally:
+            # what was framed (messages, keepalives) leaves the buffer, even on error
+            if direct:
+                if o < n:
+                    buf += (<bytes>data)[o:]
+            else:
+                PyBuffer_Release(&view)
+                if o:
+                    del buf[:o]
         return out
+
+
+def _stream_parser_restore(limits, buf, crlf, broken, pings):
+    cdef StreamParser sp = StreamParser(limits=limits)
+    sp._buf += buf
+    sp._crlf = crlf
+    sp._broken = broken
+    sp.pings = pings
+    return sp
 
 
 # --------------------------------------------------------------------------------------------
@@ -1329,15 +1369,13 @@ cdef object _parse_host(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, str 
             raise _err(f"bad host in {what}")
         pa = close + 2
     else:
-        he = _span(d, a, b, C_HOST)
-        colon = he if (he < b and d[he] == CH_COLON) else _find(d, CH_COLON, he, b)
-        if colon >= 0:
-            he = colon
-        else:
-            he = b
+        # host characters never include ":", so the first colon is at or after their span
+        k = _span(d, a, b, C_HOST)
+        colon = k if (k < b and d[k] == CH_COLON) else _find(d, CH_COLON, k, b)
+        he = colon if colon >= 0 else b
         if he == a:
             raise _err(f"missing host in {what}")
-        if not _all_in(d, a, he, C_HOST):
+        if k != he:   # a character that cannot be in a host before the colon / end
             raise _err(f"bad host in {what}")
         host = _sub(text, a, he)
         if colon < 0:
@@ -1485,7 +1523,7 @@ cdef object _parse_uri(str src, const UCH* d, Py_ssize_t s, Py_ssize_t e, object
 
 
 cdef inline int _kind(str t) except -1:
-    PyUnicode_READY(t)
+    _unicode_ready(t)
     return PyUnicode_KIND(t)
 
 
@@ -1676,8 +1714,9 @@ cdef object _words(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b):
     return _sub(text, a, b)
 
 
-cdef Py_ssize_t _parse_address_at(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n,
-                                  bint in_list, str what, list out) except -1:
+cdef object _parse_address_at(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n,
+                              bint in_list, str what, Py_ssize_t* end_out):
+    """One address starting at text[i]; its end index goes to end_out."""
     cdef Py_ssize_t j, close, a, b
     cdef bint name_addr
     i = _skip_ws(d, i, n)
@@ -1718,22 +1757,19 @@ cdef Py_ssize_t _parse_address_at(str text, const UCH* d, Py_ssize_t i, Py_ssize
         uri = _parse_uri(text, d, i, j, _sub(text, i, j))
         i = j
     cdef dict params = {}
-    i = _gen_params(text, d, i, n, params, what, in_list)
-    out.append(_new_address(uri, display, params))
-    return i
+    end_out[0] = _gen_params(text, d, i, n, params, what, in_list)
+    return _new_address(uri, display, params)
 
 
 cdef object _parse_addresses(str text, const UCH* d, Py_ssize_t n, bint in_list):
-    cdef list out = []
     cdef Py_ssize_t i = 0
+    cdef list out
     if not in_list:
-        _parse_address_at(text, d, 0, n, False, "address", out)
-        return out[0]
-    while True:
-        i = _parse_address_at(text, d, i, n, True, "address list", out)
-        if i >= n:
-            return out
-        i += 1  # the comma
+        return _parse_address_at(text, d, 0, n, False, "address", &i)
+    out = [_parse_address_at(text, d, 0, n, True, "address list", &i)]
+    while i < n:
+        out.append(_parse_address_at(text, d, i + 1, n, True, "address list", &i))
+    return out
 
 
 cdef object _dispatch_addresses(object text, bint in_list):
