@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import machine
-from benchmarks.messages import HTTP, MESSAGES, REGISTER
+from benchmarks.messages import HTTP, MESSAGES
 from benchmarks.parsers import fastsip_twin, httptools_fn, implementations
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,22 @@ from .config import Config
 from .features.blacklist import SystemBlacklist
 from .features.calls import CallHook, CallService
 from .features.cdr import CdrService
+from .features.decisions import DecisionLog
+from .features.dialplan import DialPlanService, ensure_default_routes
+from .features.events import EventHub, SecurityLogBridge, UserStatusTracker
+from .features.lines import REGISTER_NOW_KEY, LineService
 from .features.location import LocationService
 from .features.security import SecurityPolicy
+from .features.tokens import TokenService
+from .features.trunks import TrunkService
 from .features.users import UserDirectory
 from .sip.auth import Authenticator
 from .sip.b2bua import B2bua
 from .sip.core import SipCore
+from .sip.lines import LineRegistrations
 from .sip.registrar import Registrar
 from .sip.router import MethodRouter
+from .sip.trunks import TrunkPinger
 from .storage import open_storage
 from .storage.base import Storage
 from .transport.clock import Clock
@@ -99,6 +108,12 @@ class Server:
         self.calls: CallService | None = None
         self.cdr: CdrService | None = None
         self.b2bua: B2bua | None = None
+        #: external lines, SIP trunks and the dial plan (issue 7)
+        self.lines: LineService | None = None
+        self.trunks: TrunkService | None = None
+        self.dialplan: DialPlanService | None = None
+        self.line_registrations: LineRegistrations | None = None
+        self.trunk_pinger: TrunkPinger | None = None
         #: Python call-policy hooks (``on_call``); shared with the CallService once started
         self.call_hooks: list[CallHook] = []
         self._route_sources: dict[str, str] = {}
@@ -107,6 +122,13 @@ class Server:
         self._domains: list[str] | None = None
         self.started_at: float | None = None
         self._stop_event: asyncio.Event | None = None
+        #: management API (issue 8): the event channel, /explain's ring buffer, the API server
+        self.hub = EventHub()
+        self.decisions = DecisionLog()
+        self.user_status = UserStatusTracker(self.hub)
+        self.tokens: TokenService | None = None
+        self.api: Any = None  # mss.api.ApiServer once started
+        self._security_bridge: SecurityLogBridge | None = None
 
     @property
     def listeners(self) -> list[ListenerInfo]:
@@ -156,9 +178,12 @@ class Server:
         self.transport.sink = self.core
         await self._start_features()
         await self.transport.start()
+        self._start_outbound()
         self._tasks.append(asyncio.ensure_future(self._follow_changes()))
         self._tasks.append(asyncio.ensure_future(self._sweep_bindings()))
         self.started_at = loop.time()
+        self._started_wall = time.time()
+        await self._start_api()
         log.info(
             "mss started: fastsip %s, Cython extensions in use: %s, event loop: %s",
             fastsip.__version__,
@@ -181,6 +206,8 @@ class Server:
                         ", ".join(stale[:20]), realm)
         self.location = LocationService(storage)
         await self.location.load()
+        self.user_status.seed(self.location.all())
+        self.location.on_expired = self.user_status.expired
         # Anti-scanning (issue 6): the gate in front of every datagram / connection, fail-to-ban
         # fed by the authenticator, and the system blacklist the call layer screens INVITEs with.
         assert self.clock is not None
@@ -203,6 +230,7 @@ class Server:
             failed_response=cfg.auth.failed_response,
             algorithms=cfg.auth.algorithms,
             events=self.security,
+            decisions=self.decisions,
         )
         self.registrar = Registrar(
             users=self.users,
@@ -212,10 +240,109 @@ class Server:
             default_expires=cfg.registrar.default_expires,
             min_expires=cfg.registrar.min_expires,
             max_expires=cfg.registrar.max_expires,
+            on_change=self.user_status.bindings_changed,
+            decisions=self.decisions,
         )
         self.router.route("REGISTER", self.registrar.on_register)
+        await self._start_pbx()
         await self._start_calls()
         log.info("%d users, %d live bindings", len(self.users), self.location.count())
+
+    # -- external lines, SIP trunks, dial plan (issue 7) -----------------------------------
+    async def _start_pbx(self) -> None:
+        """Load lines, trunks and the dial plan (first-run defaults included)."""
+        cfg = self.config
+        storage = self.storage
+        assert storage is not None and self.users is not None
+        self.lines = LineService(storage, config=cfg.lines, data_dir=cfg.data_dir)
+        await self.lines.load()
+        self.trunks = TrunkService(storage, config=cfg.trunks)
+        await self.trunks.load()
+        await ensure_default_routes(storage)
+        lines, trunks, users = self.lines, self.trunks, self.users
+        self.dialplan = DialPlanService(
+            storage,
+            lines=lambda: [line.id for line in lines.lines() if line.enabled],
+            trunks=trunks.enabled_ids,
+            is_user=lambda number: users.get(number) is not None,
+        )
+        await self.dialplan.load()
+        log.info("%d external lines, %d SIP trunks, %d dial-plan routes",
+                 len(lines.lines()), len(trunks.trunks()), len(self.dialplan.plan))
+
+    def _start_outbound(self) -> None:
+        """Once the listeners are bound: register the lines, ping the trunks."""
+        cfg = self.config
+        assert self.core is not None and self.clock is not None
+        if self.lines is not None:
+            self.line_registrations = LineRegistrations(
+                core=self.core,
+                clock=self.clock,
+                service=self.lines,
+                local_address=self.local_address,
+                server_name=cfg.sip.server_name,
+                max_forwards=cfg.calls.max_forwards,
+            )
+            self.line_registrations.start()
+        if self.trunks is not None:
+            self.trunk_pinger = TrunkPinger(
+                core=self.core,
+                clock=self.clock,
+                service=self.trunks,
+                local_address=self.local_address,
+                server_name=cfg.sip.server_name,
+                interval=cfg.trunks.ping_interval,
+                timeout=cfg.trunks.ping_timeout,
+            )
+            self.trunk_pinger.start()
+
+    async def _apply_pbx_changes(self, changes: list[Any] | None) -> None:
+        """Lines, trunks, routes and "register now" requests from the CLI (None: reload all)."""
+        if self.lines is None or self.trunks is None or self.dialplan is None:
+            return
+        entities = None if changes is None else {c.entity for c in changes}
+        rebuild = False
+        if entities is None or "line" in entities:
+            if changes is None:
+                line_changes = await self.lines.reload_all()
+            else:
+                line_changes = await self.lines.reload(c.key for c in changes if c.entity == "line")
+            if line_changes:
+                rebuild = True
+                log.info("reloaded lines %s", ", ".join(sorted((n or o).id for o, n in line_changes)))  # type: ignore[union-attr]
+                if self.line_registrations is not None:
+                    self.line_registrations.apply(line_changes)
+        if entities is None or "trunk" in entities:
+            if changes is None:
+                trunk_changes = await self.trunks.reload_all()
+            else:
+                trunk_changes = await self.trunks.reload(c.key for c in changes if c.entity == "trunk")
+            if trunk_changes:
+                rebuild = True
+                log.info("reloaded trunks %s", ", ".join(sorted((n or o).id for o, n in trunk_changes)))  # type: ignore[union-attr]
+                if self.trunk_pinger is not None:
+                    self.trunk_pinger.apply(trunk_changes)
+        if entities is None or "route" in entities:
+            await self.dialplan.load()
+            log.info("reloaded the dial plan: %d routes", len(self.dialplan.plan))
+        elif rebuild:
+            self.dialplan.rebuild()
+        if changes is not None and self.line_registrations is not None:
+            for c in changes:
+                if c.entity == "kv" and c.op == "put" and c.key.startswith(REGISTER_NOW_KEY):
+                    line_id = c.key[len(REGISTER_NOW_KEY):]
+                    if self.line_registrations.register_now(line_id):
+                        log.info("line %s: register-now requested", line_id)
+
+    async def _stop_pbx(self) -> None:
+        if self.line_registrations is not None:
+            await self.line_registrations.stop(unregister=self.config.lines.unregister_on_stop)
+        if self.trunk_pinger is not None:
+            await self.trunk_pinger.stop()
+        if self.lines is not None:
+            await self.lines.stop()
+        if self.trunks is not None:
+            await self.trunks.stop()
 
     # -- calls (issue 5) ------------------------------------------------------------------
     def on_call(self, hook: CallHook) -> CallHook:
@@ -339,16 +466,19 @@ class Server:
                         await self.security.reload_bans()
                     if self.blacklist is not None:
                         await self.blacklist.load(self.storage)
+                    await self._apply_pbx_changes(None)
                     continue
                 changes = await self.storage.changes.since(self._change_seq)
                 self._change_seq = latest
                 await self._apply_security_changes(changes)
+                await self._apply_pbx_changes(changes)
                 users = [c.key for c in changes if c.entity == "user"]
                 if users:
                     await self.users.reload(users)
                     for c in changes:
                         if c.entity == "user" and c.op == "delete" and self.location is not None:
                             self.location.drop(c.key)
+                            self.user_status.bindings_changed(c.key, [], reason="user deleted")
                     log.info("reloaded users %s", ", ".join(sorted(set(users))))
             except Exception:
                 log.exception("following storage changes failed")
@@ -375,13 +505,116 @@ class Server:
             except Exception:
                 log.exception("periodic storage maintenance failed")
 
+    # -- management API (issue 8) -----------------------------------------------------------
+    async def _start_api(self) -> None:
+        """The security-event bridge, the first admin token, and the API server if enabled."""
+        cfg = self.config
+        assert self.storage is not None
+        self._security_bridge = SecurityLogBridge(self.hub, self.decisions)
+        logging.getLogger("mss.security").addHandler(self._security_bridge)
+        self.tokens = TokenService(self.storage.tokens, self.storage.kv)
+        if self.lines is not None:
+            self.lines.on_state(self._line_state_changed)
+        if not cfg.api.enabled:
+            return
+        first = await self.tokens.bootstrap()
+        if first is not None:
+            # shown once: only its SHA-256 is stored
+            log.warning("first start: created the admin API token %s (shown only now; "
+                        "`mss token create` makes more)", first, extra={"event": "api_token"})
+        from .api import ApiServer, ApiServices, create_api
+
+        services = ApiServices(
+            storage=self.storage,
+            users=self.users,  # type: ignore[arg-type]
+            location=self.location,  # type: ignore[arg-type]
+            tokens=self.tokens,
+            hub=self.hub,
+            decisions=self.decisions,
+            status=self.user_status,
+            system=self,
+            security=self.security,
+            blacklist=self.blacklist,
+            calls=self if self.b2bua is not None else None,
+            lines=self.lines,
+            trunks=self.trunks,
+            core=self.core,
+            transport=self.transport.stats if self.transport is not None else None,
+            counters={name: obj for name, obj in (
+                ("registrar", self.registrar), ("auth", self.auth), ("b2bua", self.b2bua),
+                ("cdr", self.cdr), ("call_admission", self.calls),
+            ) if obj is not None},
+            api_listen=cfg.api.listen,
+        )
+        self.api = ApiServer(
+            create_api(services),
+            host=cfg.api.host,
+            port=cfg.api.port,
+            ssl_certfile=cfg.api.tls_cert_file,
+            ssl_keyfile=cfg.api.tls_key_file,
+        )
+        await self.api.start()
+        services.api_listen = self.api.url
+
+    def _line_state_changed(self, line_id: str, status: Any, event: Any) -> None:
+        """``lineStatus`` on the event channel for every registration state change of a line."""
+        self.hub.publish({"type": "lineStatus", **status.as_dict(), "event": event.as_dict()})
+
+    async def _stop_api(self) -> None:
+        self.hub.close()
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
+        if self._security_bridge is not None:
+            logging.getLogger("mss.security").removeHandler(self._security_bridge)
+            self._security_bridge = None
+
+    def system_info(self) -> dict[str, Any]:
+        """What ``GET /system`` and the metrics show about the running server."""
+        loop_time = self.clock.now() if self.clock is not None else None
+        uptime = 0.0
+        if self.started_at is not None and loop_time is not None:
+            uptime = max(0.0, loop_time - self.started_at)
+        loop_name = ""
+        with contextlib.suppress(RuntimeError):
+            loop_name = type(asyncio.get_running_loop()).__module__
+        return {
+            "version": fastsip.__version__,
+            "uptime": round(uptime, 3),
+            "started_at": getattr(self, "_started_wall", None),
+            "listeners": [repr(info) for info in self.listeners],
+            "using_extensions": fastsip.USING_EXTENSIONS,
+            "event_loop": loop_name,
+        }
+
+    def active_calls(self) -> list[dict[str, Any]]:
+        """The calls in progress, as ``GET /calls`` shows them."""
+        if self.b2bua is None:
+            return []
+        out = []
+        for call in self.b2bua.calls_active():
+            record = call.log
+            out.append({
+                "id": call.id,
+                "caller": record.caller,
+                "callee": record.callee or record.dialed,
+                "state": call.state,
+                "setup_at": record.setup_at,
+                "answer_at": record.answer_at,
+                "call_id": record.call_id,
+                "caller_addr": record.caller_addr,
+            })
+        return out
+
     async def stop(self) -> None:
+        await self._stop_api()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self._stop_pbx()
         if self.b2bua is not None:
             await self.b2bua.close()
         if self.cdr is not None:

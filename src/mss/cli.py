@@ -86,6 +86,8 @@ def _user_fields(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is not None:
             fields[key] = None if value < 0 else value
+    if getattr(args, "no_answer_timeout", None) is not None:
+        fields["no_answer_timeout"] = max(0, args.no_answer_timeout)
     return fields
 
 
@@ -180,6 +182,7 @@ def _cmd_user_list(args: argparse.Namespace) -> int:
             "allow_ips": ips,
             "max_calls": u.max_calls,
             "max_outgoing": u.max_outgoing,
+            "no_answer_timeout": (u.extra or {}).get("no_answer_timeout"),
             "bindings": [{"contact": b.contact, "source": b.source, "expires_in": int(b.expires_at - now), "user_agent": b.user_agent} for b in bs],
         })
     if args.json:
@@ -222,6 +225,252 @@ def _cmd_reg_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- security: bans, IP lists, the system blacklist ------------------------------------------
+def _storage_call(cfg: Any, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def go() -> T:
+        storage = await _open(cfg)
+        try:
+            return await fn(storage)
+        finally:
+            await storage.close()
+
+    return _run(go)
+
+
+def _fmt_time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _cmd_ban_list(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    bans = _storage_call(cfg, lambda st: st.bans.list())
+    now = time.time()
+    if not args.all:
+        bans = [b for b in bans if b.until is None or b.until > now]
+    if args.json:
+        print(json.dumps([{
+            "ip": b.ip, "until": b.until, "active": b.until is None or b.until > now,
+            "remaining": None if b.until is None else max(0, int(b.until - now)),
+            "reason": b.reason, "count": b.count, "first_at": b.first_at, "last_at": b.last_at,
+            "users": list(b.users)} for b in bans], indent=2))
+        return 0
+    if not bans:
+        print("no bans")
+        return 0
+    print(f"{'IP':<40} {'LEFT':<10} {'COUNT':<6} {'SINCE':<20} REASON")
+    for b in bans:
+        left = "forever" if b.until is None else _fmt_left(b.until, now)
+        print(f"{b.ip:<40} {left:<10} {b.count:<6} {_fmt_time(b.last_at):<20} {b.reason}")
+    return 0
+
+
+def _cmd_ban_add(args: argparse.Namespace) -> int:
+    from .features.security import operator_ban, parse_duration, parse_ip
+
+    cfg = _load(args)
+    text, _ = parse_ip(args.ip)
+    duration = None if args.duration is None else parse_duration(args.duration)
+
+    async def go(storage: Any) -> Any:
+        record = operator_ban(text, duration=duration, reason=args.reason or "",
+                              previous=await storage.bans.get(text))
+        await storage.bans.put(record)
+        return record
+
+    record = _storage_call(cfg, go)
+    how = "until lifted" if record.until is None else f"for {int(record.until - record.last_at)} s"
+    print(f"banned {record.ip} {how}")
+    return 0
+
+
+def _cmd_ban_del(args: argparse.Namespace) -> int:
+    from .features.security import parse_ip
+
+    cfg = _load(args)
+    text, _ = parse_ip(args.ip)
+    if not _storage_call(cfg, lambda st: st.bans.delete(text)):
+        raise MssError(f"ip: no ban of {text}")
+    print(f"unbanned {text}")
+    return 0
+
+
+def _list_name(args: argparse.Namespace, *, required: bool) -> str | None:
+    if args.black:
+        return "black"
+    if args.white:
+        return "white"
+    if required:
+        raise MssError("list: give --black or --white")
+    return None
+
+
+def _cmd_iplist_add(args: argparse.Namespace) -> int:
+    from .features.security import parse_network
+    from .storage import AlreadyExists, IpListRecord
+
+    cfg = _load(args)
+    name = _list_name(args, required=True)
+    assert name is not None
+    net = parse_network(args.network)
+
+    async def go(storage: Any) -> None:
+        try:
+            await storage.iplists.add(IpListRecord(name, net.text, args.note or ""))
+        except AlreadyExists:
+            raise MssError(f"network: {net.text} is already on the {name} list") from None
+
+    _storage_call(cfg, go)
+    print(f"{net.text} added to the {name} list")
+    return 0
+
+
+def _cmd_iplist_del(args: argparse.Namespace) -> int:
+    from .features.security import parse_network
+
+    cfg = _load(args)
+    name = _list_name(args, required=True)
+    assert name is not None
+    net = parse_network(args.network)
+    if not _storage_call(cfg, lambda st: st.iplists.delete(name, net.text)):
+        raise MssError(f"network: {net.text} is not on the {name} list")
+    print(f"{net.text} removed from the {name} list")
+    return 0
+
+
+def _cmd_iplist_list(args: argparse.Namespace) -> int:
+    from .features.security import LISTS
+
+    cfg = _load(args)
+    name = _list_name(args, required=False)
+    entries = _storage_call(cfg, lambda st: st.iplists.list(name))
+    entries = [e for e in entries if e.list_name in LISTS]
+    if args.json:
+        print(json.dumps([{"list": e.list_name, "network": e.network, "note": e.note,
+                           "created_at": e.created_at} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no entries")
+        return 0
+    print(f"{'LIST':<6} {'NETWORK':<44} NOTE")
+    for e in entries:
+        print(f"{e.list_name:<6} {e.network:<44} {e.note}")
+    return 0
+
+
+def _blacklist_prefixes(args: argparse.Namespace) -> tuple[str, str]:
+    from .features.blacklist import normalise_prefix
+
+    return (normalise_prefix(args.caller, "caller", caller=True),
+            normalise_prefix(args.called, "called", caller=False))
+
+
+def _cmd_blacklist_add(args: argparse.Namespace) -> int:
+    from .storage import BlacklistRecord
+
+    cfg = _load(args)
+    caller, called = _blacklist_prefixes(args)
+    try:
+        rate = int(args.rate)
+    except ValueError:
+        raise MssError(f"rate: not an integer: {args.rate!r}") from None
+    if not 0 <= rate <= 100:
+        raise MssError(f"rate: must be 0..100 (percentage of matching calls blocked), got {rate}")
+    record = BlacklistRecord(caller, called, rate, args.description or "")
+    _storage_call(cfg, lambda st: st.blacklist.put(record))
+    print(f"blacklist record caller {caller} called {called} rate {rate} stored")
+    return 0
+
+
+def _cmd_blacklist_del(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    caller, called = _blacklist_prefixes(args)
+    if not _storage_call(cfg, lambda st: st.blacklist.delete(caller, called)):
+        raise MssError(f"caller: no blacklist record with caller {caller} and called {called}")
+    print(f"blacklist record caller {caller} called {called} deleted")
+    return 0
+
+
+def _cmd_blacklist_list(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    records = _storage_call(cfg, lambda st: st.blacklist.list())
+    if args.json:
+        print(json.dumps([{"caller": r.caller_prefix, "called": r.called_prefix, "rate": r.rate,
+                           "description": r.note} for r in records], indent=2))
+        return 0
+    if not records:
+        print("no blacklist records")
+        return 0
+    print(f"{'CALLER':<16} {'CALLED':<16} {'RATE':<5} DESCRIPTION")
+    for r in records:
+        print(f"{r.caller_prefix:<16} {r.called_prefix:<16} {r.rate:<5} {r.note}")
+    return 0
+
+
+# -- call records ---------------------------------------------------------------------------
+def _cdr_query(cfg: Any, *, date: str | None, user: str | None, limit: int | None) -> list[Any]:
+    from .features.cdr import day_bounds
+
+    since = until = None
+    if date is not None:
+        try:
+            since, until = day_bounds(date)
+        except ValueError:
+            raise MssError(f"date: not a YYYY-MM-DD date: {date!r}") from None
+
+    async def go(storage: Any) -> list[Any]:
+        out: list[Any] = []
+        page = 1000
+        while limit is None or len(out) < limit:
+            want = page if limit is None else min(page, limit - len(out))
+            rows = await storage.cdrs.query(since=since, until=until, number=user, limit=want, offset=len(out))
+            out += rows
+            if len(rows) < want:
+                break
+        return out
+
+    return _storage_call(cfg, go)
+
+
+def _cmd_cdr_list(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    rows = _cdr_query(cfg, date=args.date, user=args.user, limit=args.limit)
+    if args.json:
+        keys = ("id", "caller", "dialed", "callee", "setup_at", "ring_at", "answer_at", "end_at", "duration",
+                "status", "cause", "reason", "hangup", "result", "caller_addr", "callee_addr", "direction",
+                "route", "call_id")
+        print(json.dumps([{k: getattr(r, k) for k in keys} for r in rows], indent=2))
+        return 0
+    if not rows:
+        print("no call records")
+        return 0
+    print(f"{'SETUP':<20} {'CALLER':<12} {'DIALED':<14} {'CALLEE':<12} {'RESULT':<12} {'STATUS':<6} {'DURATION':>9}  HANGUP  REASON")
+    for r in rows:
+        status = "" if r.status is None else str(r.status)
+        print(f"{_fmt_time(r.setup_at):<20} {r.caller:<12} {r.dialed:<14} {r.callee:<12} {r.result:<12} "
+              f"{status:<6} {r.duration:>8.1f}s  {r.hangup or '-':<7} {r.reason}")
+    return 0
+
+
+def _cmd_cdr_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .features.cdr import write_csv
+
+    cfg = _load(args)
+    rows = _cdr_query(cfg, date=args.date, user=None, limit=None)
+    if args.out == "-":
+        write_csv(rows, sys.stdout)
+        return 0
+    out = Path(args.out) if args.out else Path(cfg.data_dir) / "cdr" / f"{args.date}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8", newline="") as f:
+        n = write_csv(rows, f)
+    print(f"{n} call records written to {out}")
+    return 0
+
+
 # -- misc -----------------------------------------------------------------------------------
 def _cmd_version(args: argparse.Namespace) -> int:
     import fastsip
@@ -249,6 +498,51 @@ def _nonneg(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     return value
+
+
+# -- management API tokens ------------------------------------------------------------------
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    from .features.security import parse_duration
+    from .features.tokens import TokenService
+
+    cfg = _load(args)
+    expires = None if args.expires is None else parse_duration(args.expires, "expires")
+    scopes = ("read",) if args.read_only else ("admin",)
+    record, token = _storage_call(
+        cfg,
+        lambda st: TokenService(st.tokens, st.kv).create(args.name or "", scopes=scopes,
+                                                          expires_in=expires),
+    )
+    print(token)
+    print(f"token {record.id} created ({', '.join(record.scopes)}); it is shown only now",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_token_list(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    tokens = _storage_call(cfg, lambda st: st.tokens.list())
+    if args.json:
+        print(json.dumps([{"id": t.id, "name": t.name, "scopes": list(t.scopes),
+                           "created_at": t.created_at, "expires_at": t.expires_at,
+                           "last_used_at": t.last_used_at or None} for t in tokens], indent=2))
+        return 0
+    if not tokens:
+        print("no tokens")
+        return 0
+    print(f"{'ID':<12} {'SCOPES':<8} {'CREATED':<20} {'LAST USED':<20} {'EXPIRES':<20} NAME")
+    for t in tokens:
+        print(f"{t.id:<12} {','.join(t.scopes):<8} {_fmt_time(t.created_at):<20} "
+              f"{_fmt_time(t.last_used_at or None):<20} {_fmt_time(t.expires_at):<20} {t.name}")
+    return 0
+
+
+def _cmd_token_revoke(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if not _storage_call(cfg, lambda st: st.tokens.delete(args.id)):
+        raise MssError(f"id: no token {args.id}")
+    print(f"token {args.id} revoked")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--clear-allow-ip", action="store_true", help="remove every IP authorization")
         q.add_argument("--max-calls", type=_nonneg, help="max concurrent calls (-1 = unlimited)")
         q.add_argument("--max-outgoing", type=_nonneg, help="max concurrent outgoing calls (-1 = unlimited)")
+        q.add_argument("--no-answer-timeout", type=_nonneg, metavar="S",
+                       help="seconds a call to this user rings before it is released (0 = the system value)")
 
     q = usub.add_parser("add", help="add a user")
     user_options(q, adding=True)
@@ -313,6 +609,110 @@ def build_parser() -> argparse.ArgumentParser:
     _common(q)
     q.add_argument("--json", action="store_true", help="JSON output")
     q.set_defaults(func=_cmd_reg_list)
+
+    ban = sub.add_parser("ban", help="banned source addresses (fail-to-ban, operator bans): list, add, del")
+    _common(ban)
+    bsub = ban.add_subparsers(dest="ban_command", required=True, metavar="ACTION")
+    q = bsub.add_parser("list", help="list active bans (with --all, remembered expired ones too)")
+    _common(q)
+    q.add_argument("--all", action="store_true", help="include bans that have ended")
+    q.add_argument("--json", action="store_true", help="JSON output")
+    q.set_defaults(func=_cmd_ban_list)
+    q = bsub.add_parser("add", help="ban an address: its packets are dropped without any reply")
+    _common(q)
+    q.add_argument("ip", help="IPv4 or IPv6 address")
+    q.add_argument("--for", dest="duration", metavar="DURATION",
+                   help="how long: 3600, 90m, 3h, 1d (default: until `mss ban del`)")
+    q.add_argument("--reason", metavar="TEXT", help="why (shown by `mss ban list`)")
+    q.set_defaults(func=_cmd_ban_add)
+    q = bsub.add_parser("del", help="lift a ban")
+    _common(q)
+    q.add_argument("ip", help="IPv4 or IPv6 address")
+    q.set_defaults(func=_cmd_ban_del)
+
+    ipl = sub.add_parser("iplist", help="IP black list (dropped before parse) and white list (never banned)")
+    _common(ipl)
+    isub = ipl.add_subparsers(dest="iplist_command", required=True, metavar="ACTION")
+
+    def which(q: argparse.ArgumentParser) -> None:
+        g = q.add_mutually_exclusive_group()
+        g.add_argument("--black", action="store_true", help="the black list: packets dropped before parse")
+        g.add_argument("--white", action="store_true", help="the white list: never banned by fail-to-ban")
+
+    q = isub.add_parser("add", help="add an address or CIDR to a list")
+    _common(q)
+    which(q)
+    q.add_argument("network", metavar="IP_OR_CIDR", help="192.0.2.7, 192.0.2.0/24, 2001:db8::/32")
+    q.add_argument("--note", metavar="TEXT", help="operator's note")
+    q.set_defaults(func=_cmd_iplist_add)
+    q = isub.add_parser("del", help="remove an address or CIDR from a list")
+    _common(q)
+    which(q)
+    q.add_argument("network", metavar="IP_OR_CIDR")
+    q.set_defaults(func=_cmd_iplist_del)
+    q = isub.add_parser("list", help="list the entries (of both lists unless one is named)")
+    _common(q)
+    which(q)
+    q.add_argument("--json", action="store_true", help="JSON output")
+    q.set_defaults(func=_cmd_iplist_list)
+
+    bl = sub.add_parser("blacklist", help="system blacklist (call filtering by caller/called prefix): add, del, list")
+    _common(bl)
+    blsub = bl.add_subparsers(dest="blacklist_command", required=True, metavar="ACTION")
+    q = blsub.add_parser("add", help="add or replace a record")
+    _common(q)
+    q.add_argument("--caller", required=True, metavar="PREFIX", help="caller number prefix, * = any, anonymous = withheld callers")
+    q.add_argument("--called", required=True, metavar="PREFIX", help="called number prefix, * = any")
+    q.add_argument("--rate", required=True, metavar="N", help="percentage of matching calls blocked: 100 always, 0 never (an explicit allow)")
+    q.add_argument("--description", metavar="TEXT", help="what the record is for")
+    q.set_defaults(func=_cmd_blacklist_add)
+    q = blsub.add_parser("del", help="delete a record")
+    _common(q)
+    q.add_argument("--caller", required=True, metavar="PREFIX")
+    q.add_argument("--called", required=True, metavar="PREFIX")
+    q.set_defaults(func=_cmd_blacklist_del)
+    q = blsub.add_parser("list", help="list the records")
+    _common(q)
+    q.add_argument("--json", action="store_true", help="JSON output")
+    q.set_defaults(func=_cmd_blacklist_list)
+
+    cdr = sub.add_parser("cdr", help="call detail records: list, export (CSV per day)")
+    _common(cdr)
+    csub = cdr.add_subparsers(dest="cdr_command", required=True, metavar="ACTION")
+    q = csub.add_parser("list", help="list call records, oldest first")
+    _common(q)
+    q.add_argument("--date", metavar="YYYY-MM-DD", help="only calls set up on this (local) day")
+    q.add_argument("--user", metavar="NUMBER", help="only calls where this number is caller, dialled or callee")
+    q.add_argument("--limit", type=_nonneg, default=1000, help="at most this many records (default 1000)")
+    q.add_argument("--json", action="store_true", help="JSON output")
+    q.set_defaults(func=_cmd_cdr_list)
+    q = csub.add_parser("export", help="write the CSV file of one day (like miniSIPServer's daily CDR files)")
+    _common(q)
+    q.add_argument("--date", metavar="YYYY-MM-DD", required=True, help="the (local) day")
+    q.add_argument("--out", metavar="FILE", help="output file ('-' = stdout; default DATA_DIR/cdr/YYYY-MM-DD.csv)")
+    q.set_defaults(func=_cmd_cdr_export)
+
+    tok = sub.add_parser("token", help="management API tokens: create, list, revoke")
+    _common(tok)
+    tsub = tok.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    q = tsub.add_parser("create", help="make a token and print it (only its hash is stored)")
+    _common(q)
+    q.add_argument("--name", metavar="N", help="what the token is for")
+    q.add_argument("--read-only", action="store_true", help="scope 'read': may not change anything")
+    q.add_argument("--expires", metavar="DURATION", help="lifetime (3600, 90m, 12h, 30d); default never")
+    q.set_defaults(func=_cmd_token_create)
+    q = tsub.add_parser("list", help="list the tokens (never their secrets)")
+    _common(q)
+    q.add_argument("--json", action="store_true", help="JSON output")
+    q.set_defaults(func=_cmd_token_list)
+    q = tsub.add_parser("revoke", help="revoke a token: it stops working at once")
+    _common(q)
+    q.add_argument("id", help="the token's id (mss token list)")
+    q.set_defaults(func=_cmd_token_revoke)
+
+    from .cli_pbx import add_parsers as add_pbx_parsers
+
+    add_pbx_parsers(sub, _common)  # line, trunk, route (issue 7)
 
     conf = sub.add_parser("config", help="configuration")
     _common(conf)

@@ -65,6 +65,7 @@ __all__ = (
     "CallsConfig",
     "Config",
     "LimitsConfig",
+    "LinesConfig",
     "Listen",
     "LogConfig",
     "LogFormat",
@@ -79,6 +80,7 @@ __all__ = (
     "TlsConfig",
     "Transport",
     "TransportConfig",
+    "TrunksConfig",
     "config_reference_markdown",
     "config_to_dict",
     "env_var_name",
@@ -184,6 +186,12 @@ def _check_realm(value: str) -> str:
     if value and ('"' in value or "\\" in value):
         raise ValueError(f"must not contain '\"' or '\\': {_show(value)}")
     return value if value == "" else _check_header_text(value)
+
+
+def _check_ratio(value: float) -> float:
+    if not 0 < value < 1:
+        raise ValueError(f"must be between 0 and 1 (exclusive), got {_show(value)}")
+    return value
 
 
 def _check_path(value: str) -> str:
@@ -698,7 +706,7 @@ class CallsConfig(_Checked):
 
 @dataclass(frozen=True, slots=True)
 class SecurityConfig(_Checked):
-    """``[security]``: fail-to-ban of sources that keep failing authentication."""
+    """``[security]``: fail-to-ban of sources that keep failing authentication; call filtering."""
 
     f2b_enabled: bool = field(
         default=True, metadata=_meta("ban sources that fail authentication repeatedly")
@@ -726,10 +734,69 @@ class SecurityConfig(_Checked):
     ban_table_size: int = field(
         default=100000, metadata=_meta("sources tracked at most (oldest evicted)", ge=1)
     )
+    drop_log_interval: float = field(
+        default=10.0,
+        metadata=_meta(
+            "seconds between two 'dropped N packets' security events for one banned source",
+            gt=0,
+        ),
+    )
+    blacklist_status: int = field(
+        default=403,
+        metadata=_meta(
+            "SIP status answered to a call the system blacklist blocks", ge=400, le=699
+        ),
+    )
 
     def _check(self) -> None:
         if self.f2b_ban_time > self.f2b_max_ban_time:
             raise ConfigError("f2b_max_ban_time", f"must be >= f2b_ban_time ({self.f2b_ban_time})")
+
+
+@dataclass(frozen=True, slots=True)
+class LinesConfig(_Checked):
+    """``[lines]``: registration of the external lines to their providers."""
+
+    retry_min: float = field(
+        default=30.0,
+        metadata=_meta("seconds before retrying a failed registration; doubles per failure", gt=0),
+    )
+    retry_max: float = field(
+        default=600.0, metadata=_meta("longest wait between two registration retries", gt=0)
+    )
+    refresh_ratio: float = field(
+        default=0.85,
+        metadata=_meta(
+            "a registration is refreshed after this fraction of the granted expiry",
+            check=_check_ratio,
+        ),
+    )
+    history: int = field(
+        default=100, metadata=_meta("state changes remembered per line", ge=1, le=100000)
+    )
+    unregister_on_stop: bool = field(
+        default=True, metadata=_meta("remove the registrations (Expires: 0) when the server stops")
+    )
+
+    def _check(self) -> None:
+        if self.retry_min > self.retry_max:
+            raise ConfigError("retry_max", f"must be >= retry_min ({self.retry_min})")
+
+
+@dataclass(frozen=True, slots=True)
+class TrunksConfig(_Checked):
+    """``[trunks]``: OPTIONS pings that give each SIP trunk an up/down state."""
+
+    ping_interval: float = field(
+        default=30.0, metadata=_meta("seconds between two OPTIONS pings to a trunk", gt=0)
+    )
+    ping_timeout: float = field(
+        default=5.0,
+        metadata=_meta("seconds without any answer before a ping counts as failed", gt=0),
+    )
+    ping_failures: int = field(
+        default=1, metadata=_meta("failed pings in a row that mark a trunk down", ge=1)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -768,7 +835,18 @@ class ApiConfig(_Checked):
     enabled: bool = field(default=True, metadata=_meta("serve the management API"))
     allow_insecure_remote: bool = field(
         default=False,
-        metadata=_meta("allow binding the API, which has no TLS yet, to a non-loopback address"),
+        metadata=_meta("allow binding the API without TLS to a non-loopback address"),
+    )
+    tls_cert_file: str | None = field(
+        default=None,
+        metadata=_meta(
+            "PEM certificate chain: serve the API over HTTPS (with tls_key_file)",
+            check=_check_optional_path,
+        ),
+    )
+    tls_key_file: str | None = field(
+        default=None,
+        metadata=_meta("PEM private key of tls_cert_file", check=_check_optional_path),
     )
 
     @property
@@ -781,12 +859,27 @@ class ApiConfig(_Checked):
         """The port of ``listen``."""
         return _parse_port(_split_host_port(self.listen)[1])
 
+    @property
+    def tls(self) -> bool:
+        """Whether the API is served over HTTPS."""
+        return self.tls_cert_file is not None
+
     def _check(self) -> None:
-        if self.enabled and not self.allow_insecure_remote and not _is_loopback(self.host):
+        if self.tls_cert_file is not None and self.tls_key_file is None:
+            raise ConfigError("tls_key_file", "required when tls_cert_file is set")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ConfigError("tls_cert_file", "required when tls_key_file is set")
+        if (
+            self.enabled
+            and not self.tls
+            and not self.allow_insecure_remote
+            and not _is_loopback(self.host)
+        ):
             raise ConfigError(
                 "listen",
                 f"{self.host} is not a loopback address; set allow_insecure_remote = true "
-                "to expose the API",
+                "to expose the API without TLS, or serve it over TLS (tls_cert_file, "
+                "tls_key_file)",
             )
 
 
@@ -808,6 +901,8 @@ class Config(_Checked):
     auth: AuthConfig = field(default_factory=AuthConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    lines: LinesConfig = field(default_factory=LinesConfig)
+    trunks: TrunksConfig = field(default_factory=TrunksConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
     api: ApiConfig = field(default_factory=ApiConfig)

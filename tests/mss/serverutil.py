@@ -30,7 +30,7 @@ def make_config(data_dir: Path, **overrides: Any) -> Any:
     ov: dict[str, Any] = {
         "data_dir": str(data_dir),
         "transport.listen": "udp:127.0.0.1:0,tcp:127.0.0.1:0",
-        "stun.port": None,
+        "stun.port": 0,  # no dedicated STUN port (None would mean "not given": 3478)
         "api.enabled": False,
         "sip.domain": "example.test",
     }

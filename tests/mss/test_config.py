@@ -296,6 +296,18 @@ ban_table_size = 1000
 drop_log_interval = 2.5
 blacklist_status = 603
 
+[lines]
+retry_min = 5.0
+retry_max = 60.0
+refresh_ratio = 0.5
+history = 10
+unregister_on_stop = false
+
+[trunks]
+ping_interval = 10.0
+ping_timeout = 2.0
+ping_failures = 3
+
 [storage]
 backend = "memory"
 path = "/tmp/x.sqlite3"
@@ -308,6 +320,8 @@ level = "debug"
 listen = "0.0.0.0:8081"
 enabled = true
 allow_insecure_remote = true
+tls_cert_file = "/etc/mss/api-cert.pem"
+tls_key_file = "/etc/mss/api-key.pem"
 """
 
 

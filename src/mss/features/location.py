@@ -40,6 +40,8 @@ class LocationService:
         self._flush_scheduled = False
         self.commits = 0
         self.committed_changes = 0
+        #: called as ``on_expired(aor, live_bindings)`` when a sweep dropped expired bindings
+        self.on_expired: Callable[[str, list[BindingRecord]], None] | None = None
 
     async def load(self) -> None:
         now = self.wall()
@@ -85,6 +87,34 @@ class LocationService:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_flush)
 
+    async def remove(self, aor: str, contact: str | None = None) -> list[BindingRecord]:
+        """Force-unregister: remove ``aor``'s bindings (or only the one for ``contact``).
+
+        Waits for the storage commit.
+
+        Returns:
+            The live bindings that were removed (empty when there were none).
+
+        Raises:
+            Exception: the storage commit failed (memory is back to what storage holds).
+        """
+        live = self.lookup(aor)
+        gone = [b for b in live if contact is None or b.contact == contact]
+        if not gone:
+            return []
+        keep = [b for b in live if b not in gone]
+        done: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+        def finished(error: Exception | None) -> None:
+            if not done.done():
+                done.set_result(error)
+
+        self.set(aor, keep, finished)
+        error = await done
+        if error is not None:
+            raise error
+        return gone
+
     def drop(self, aor: str) -> None:
         """Forget an AOR in memory (its user was deleted; storage already removed the rows)."""
         self._bindings.pop(aor, None)
@@ -122,10 +152,20 @@ class LocationService:
     async def sweep(self) -> int:
         """Drop expired bindings from memory and storage; returns how many rows storage purged."""
         now = self.wall()
+        changed: list[tuple[str, list[BindingRecord]]] = []
         for aor in list(self._bindings):
-            live = [b for b in self._bindings[aor] if b.expires_at > now]
+            bindings = self._bindings[aor]
+            live = [b for b in bindings if b.expires_at > now]
+            if len(live) != len(bindings):
+                changed.append((aor, live))
             if live:
                 self._bindings[aor] = live
             else:
                 del self._bindings[aor]
+        if self.on_expired is not None:
+            for aor, live in changed:
+                try:
+                    self.on_expired(aor, live)
+                except Exception:
+                    log.exception("binding expiry callback failed")
         return int(await self.storage.bindings.purge_expired(now))

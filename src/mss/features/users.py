@@ -13,6 +13,10 @@ IP address authorization (miniSIPServer): a user may list addresses (``IP``, ``C
 ``IP:PORT``, ``[IPv6]:PORT``; the port defaults to 5060 for calls sent to the user). Requests
 from a listed address whose From user is that user are accepted without a challenge, and the
 user counts as online there.
+
+Per-user call settings kept in ``UserRecord.extra``: ``no_answer_timeout`` (seconds a call to
+the user rings before it is released with 480; absent = the system value), set with the
+``no_answer_timeout=`` field of :meth:`UserDirectory.add` / :meth:`UserDirectory.update`.
 """
 
 from __future__ import annotations
@@ -177,6 +181,10 @@ class UserDirectory:
             v = fields["max_devices"]
             if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 32:
                 raise UserError("max_devices", "must be 1 to 32")
+        if "no_answer_timeout" in fields and fields["no_answer_timeout"] is not None:
+            v = fields["no_answer_timeout"]
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 3600:
+                raise UserError("no_answer_timeout", "must be 0 to 3600 seconds (0 = the system timer)")
         for key in ("max_calls", "max_outgoing"):
             if key in fields and fields[key] is not None:
                 v = fields[key]
@@ -194,6 +202,8 @@ class UserDirectory:
         self.validate_fields({"number": number, "password": password, **fields})
         now = time.time()
         allow = tuple(fields.pop("allow_ips", ()))
+        if "no_answer_timeout" in fields:
+            fields["extra"] = _with_no_answer(dict(fields.get("extra") or {}), fields.pop("no_answer_timeout"))
         user = UserRecord(
             number=number,
             ha1=self._ha1s(number, password),
@@ -220,6 +230,9 @@ class UserDirectory:
         if user is None:
             raise UserError("number", f"no user {number}")
         changes: dict[str, Any] = dict(fields)
+        if "no_answer_timeout" in changes:
+            base = changes.get("extra", user.extra) or {}
+            changes["extra"] = _with_no_answer(dict(base), changes.pop("no_answer_timeout"))
         if "allow_ips" in changes:
             changes["allow_ips"] = tuple(changes["allow_ips"])
         if password is not None:
@@ -237,6 +250,15 @@ class UserDirectory:
         self._users.pop(number, None)
         self._rebuild_grants()
         return bool(ok)
+
+
+def _with_no_answer(extra: dict[str, Any], seconds: int | None) -> dict[str, Any]:
+    """The per-user no-answer timer lives in ``extra["no_answer_timeout"]``; 0/None removes it."""
+    if seconds:
+        extra["no_answer_timeout"] = int(seconds)
+    else:
+        extra.pop("no_answer_timeout", None)
+    return extra
 
 
 def sorted_numbers(users: Sequence[UserRecord]) -> list[str]:

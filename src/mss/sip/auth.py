@@ -32,6 +32,7 @@ from fastsip.digest import (
     verify_response,
 )
 
+from ..features.decisions import DecisionSink
 from ..features.users import UserDirectory
 from ..storage.base import UserRecord
 from .core import RequestContext
@@ -71,6 +72,7 @@ class Authenticator:
         algorithms: Sequence[str] = ALGORITHMS,
         events: AuthEvents | None = None,
         wall: Callable[[], float] = time.time,
+        decisions: DecisionSink | None = None,
     ) -> None:
         self.users = users
         self.realm = realm
@@ -80,6 +82,8 @@ class Authenticator:
         self.algorithms = tuple(algorithms)
         self.events: AuthEvents = events if events is not None else _NoEvents()
         self._wall = wall
+        #: where failed credentials are recorded for ``GET /explain`` (optional)
+        self.decisions = decisions
         self.stats = {"challenges": 0, "failures": 0, "successes": 0, "stale": 0}
 
     def challenge(self, ctx: RequestContext, *, proxy: bool, stale: bool = False) -> None:
@@ -89,9 +93,17 @@ class Authenticator:
         values = challenge_values(self.realm, nonce, stale=stale, algorithms=self.algorithms)
         ctx.respond(407 if proxy else 401, headers=[(name, v) for v in values])
 
-    def _fail(self, ctx: RequestContext, username: str, *, proxy: bool) -> None:
+    def _fail(
+        self, ctx: RequestContext, username: str, *, proxy: bool, why: str = "credentials do not verify"
+    ) -> None:
         self.stats["failures"] += 1
         self.events.auth_failed(ctx.source.host, username, ctx.core.clock.now())
+        if self.decisions is not None:
+            status = 403 if self.failed_response == 403 else (407 if proxy else 401)
+            self.decisions.record(
+                "auth_failure", ctx.source.host, username, f"digest authentication: {why}",
+                f"{ctx.request.method} answered {status}", self._wall(),
+            )
         if self.failed_response == 403:
             ctx.respond(403)
         else:
@@ -134,10 +146,16 @@ class Authenticator:
             ha1 = dummy_ha1(alg_key)  # same work for unknown users (no timing oracle)
         ok = verify_response(params, method=request.method, ha1_hex=ha1, body=request.body)
         ok = ok and known and algorithm_known
+        why = "wrong password"
         if ok and params.get("uri") != request.uri_text:
             ok = False  # credentials computed for another Request-URI (RFC 3261 §22.4)
+            why = "credentials for another Request-URI"
         if not ok:
-            self._fail(ctx, username, proxy=proxy)
+            if not known:
+                why = "unknown user"  # for the operator's /explain only; the reply is the same
+            elif not algorithm_known:
+                why = f"unsupported algorithm {algorithm}"
+            self._fail(ctx, username, proxy=proxy, why=why)
             return None
         status = self.nonces.check(nonce, self._wall())
         if status is NonceStatus.INVALID:
@@ -152,7 +170,7 @@ class Authenticator:
         if "qop" in params:
             nc = parse_nc(params.get("nc", ""))
             if nc is None or nc < 1 or not self.counter.accept(nonce, nc):
-                self._fail(ctx, username, proxy=proxy)  # replayed nonce count
+                self._fail(ctx, username, proxy=proxy, why="replayed nonce count")
                 return None
         self.stats["successes"] += 1
         self.events.auth_succeeded(ctx.source.host, ctx.core.clock.now())

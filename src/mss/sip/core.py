@@ -21,8 +21,10 @@ through a callback. Timers run on the server's single :class:`~mss.transport.clo
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any, Protocol
 
 from fastsip import ParseError
@@ -47,13 +49,54 @@ from fastsip.transaction import (
 
 from .addressing import Source, Target
 
-__all__ = ("Handler", "RequestContext", "SipCore", "target_for_response")
+__all__ = (
+    "KNOWN_METHODS",
+    "Handler",
+    "HandlerTimings",
+    "RequestContext",
+    "SipCore",
+    "target_for_response",
+)
 
 log = logging.getLogger("mss.sip")
 
 ResponseCallback = Callable[[Response, ClientTransaction], None]
 
 SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
+#: methods counted under their own name in the per-method counters; others count as "other"
+#: (a peer must not be able to grow the counter tables without bound).
+KNOWN_METHODS = frozenset((
+    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "UPDATE",
+    "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
+))
+
+
+class HandlerTimings:
+    """A sampled histogram of handler run times per method (read by the metrics exporter).
+
+    Only every ``2**sample_shift``-th request is timed, so the hot path pays a counter increment
+    and a mask test; ``counts[method][i]`` counts samples ``<= BUCKETS[i]`` (the last slot is
+    +Inf), non-cumulative.
+    """
+
+    #: bucket upper bounds, seconds
+    BUCKETS: tuple[float, ...] = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+
+    __slots__ = ("counts", "mask", "sums", "tick")
+
+    def __init__(self, sample_shift: int = 3) -> None:
+        self.mask = (1 << sample_shift) - 1
+        self.tick = 0
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, method: str, seconds: float) -> None:
+        counts = self.counts.get(method)
+        if counts is None:
+            counts = self.counts[method] = [0] * (len(self.BUCKETS) + 1)
+            self.sums[method] = 0.0
+        counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+        self.sums[method] += seconds
 #: option tags we implement (RFC 3261 §19.2); Require with anything else gets 420.
 SUPPORTED_OPTIONS: tuple[str, ...] = ("path", "outbound", "replaces", "timer")
 
@@ -160,12 +203,15 @@ class RequestContext:
                 log.debug("%s already answered; dropping %d", self.request.method, response.status)
                 return
             self._answered = True
+        core = self.core
         try:
-            actions = self.core.layer.send_response(self.txn, response, self.core.clock.now())
+            actions = core.layer.send_response(self.txn, response, core.clock.now())
         except ValueError as e:
             log.debug("cannot respond: %s", e)
             return
-        self.core.perform(actions)
+        out = core.responses_out
+        out[response.status] = out.get(response.status, 0) + 1
+        core.perform(actions)
 
 
 class SipCore:
@@ -188,6 +234,12 @@ class SipCore:
         self.server_name = server_name
         self.supported = frozenset(supported)
         self.stats = {"requests": 0, "responses": 0, "invalid": 0, "retransmissions": 0}
+        #: per-method / per-status message counters (the metrics exporter reads them)
+        self.requests_in: dict[str, int] = {}
+        self.requests_out: dict[str, int] = {}
+        self.responses_in: dict[int, int] = {}
+        self.responses_out: dict[int, int] = {}
+        self.timings = HandlerTimings()
         self._tag_secret = id(self) & 0xFFFFFF
 
     # -- helpers ----------------------------------------------------------------------------
@@ -206,6 +258,8 @@ class SipCore:
 
     def _on_request(self, request: Request, source: Source) -> None:
         self.stats["requests"] += 1
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        self.requests_in[method] = self.requests_in.get(method, 0) + 1
         try:
             request.validate()
         except ParseError as e:
@@ -265,8 +319,16 @@ class SipCore:
         if request.method == "CANCEL":
             self._on_cancel(ctx)
             return
+        timings = self.timings
+        timings.tick += 1
         try:
-            self.handler.on_request(ctx)
+            if timings.tick & timings.mask:
+                self.handler.on_request(ctx)
+            else:  # sampled: time the handler
+                t0 = perf_counter()
+                self.handler.on_request(ctx)
+                method = request.method if request.method in KNOWN_METHODS else "other"
+                timings.observe(method, perf_counter() - t0)
         except Exception:
             log.exception("handler failed on %s", request.method)
             if not ctx.answered:
@@ -290,6 +352,8 @@ class SipCore:
 
     def _on_response(self, response: Response, source: Source) -> None:
         self.stats["responses"] += 1
+        status = response.status
+        self.responses_in[status] = self.responses_in.get(status, 0) + 1
         try:
             response.validate()
         except ParseError:
@@ -323,6 +387,7 @@ class SipCore:
             self.sender.send(target_for_response(request, source), bytes(resp))
         except (ParseError, ValueError):
             return
+        self.responses_out[status] = self.responses_out.get(status, 0) + 1
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -342,6 +407,8 @@ class SipCore:
         txn, actions = self.layer.send_request(
             request, target, reliable=target.reliable, now=self.clock.now()
         )
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        self.requests_out[method] = self.requests_out.get(method, 0) + 1
         data = txn.driver_data = _TxnData()
         data.callback = callback
         self.perform(actions)

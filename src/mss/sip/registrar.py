@@ -30,6 +30,7 @@ from email.utils import formatdate
 from fastsip import ParseError
 from fastsip.headers import Address
 
+from ..features.decisions import DecisionSink
 from ..features.location import LocationService
 from ..features.users import UserDirectory
 from ..storage.base import BindingRecord, UserRecord
@@ -76,6 +77,7 @@ class Registrar:
         max_expires: int = 7200,
         wall: Callable[[], float] = time.time,
         on_change: Callable[[str, list[BindingRecord]], None] | None = None,
+        decisions: DecisionSink | None = None,
     ) -> None:
         self.users = users
         self.location = location
@@ -86,6 +88,8 @@ class Registrar:
         self.max_expires = max_expires
         self.wall = wall
         self.on_change = on_change
+        #: where refusals by a limit are recorded for ``GET /explain`` (optional)
+        self.decisions = decisions
         self.stats = {"registered": 0, "unregistered": 0, "rejected": 0}
 
     def _local_domain(self, host: str | None) -> bool:
@@ -212,6 +216,11 @@ class Registrar:
         else:
             if len(new) > user.max_devices:
                 self.stats["rejected"] += 1
+                if self.decisions is not None:
+                    self.decisions.record(
+                        "limit", ctx.source.host, number, f"max_devices={user.max_devices}",
+                        "REGISTER answered 403: device limit reached", now,
+                    )
                 ctx.respond(403, f"Forbidden (device limit of {user.max_devices} reached)")
                 return
         self._commit(ctx, number, list(new.values()), removed=removed)

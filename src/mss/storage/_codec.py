@@ -13,26 +13,42 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .base import BanRecord, BindingRecord, CdrRecord, UserRecord
+from .base import (
+    BanRecord,
+    BindingRecord,
+    BlacklistRecord,
+    CdrRecord,
+    IpListRecord,
+    TokenRecord,
+    UserRecord,
+)
 from .errors import AlreadyExists
 
 __all__ = (
     "BAN_COLUMNS",
     "BINDING_COLUMNS",
     "CDR_COLUMNS",
+    "TOKEN_COLUMNS",
     "USER_COLUMNS",
     "ban_from_row",
     "ban_row",
     "binding_from_row",
     "binding_row",
     "binding_rows",
+    "blacklist_key",
     "cdr_from_row",
     "cdr_row",
+    "check_blacklist",
+    "check_iplist",
+    "check_token",
     "check_user",
     "dump_object",
     "dump_strings",
     "duplicate_contact",
+    "iplist_key",
     "last_sets",
+    "token_from_row",
+    "token_row",
     "user_from_row",
     "user_row",
 )
@@ -339,4 +355,93 @@ def cdr_from_row(row: Sequence[Any]) -> CdrRecord:
         hangup=row[17],
         result=row[18],
         extra=_load_object(row[19]),
+    )
+
+
+# IP lists and the system blacklist ------------------------------------------------------------
+
+
+def iplist_key(record: IpListRecord) -> str:
+    """The change-feed key of an IP-list entry: ``"<list> <network>"``."""
+    return f"{record.list_name} {record.network}"
+
+
+def check_iplist(record: IpListRecord) -> None:
+    """Reject what the ``iplists`` table would refuse (same error in both backends).
+
+    Raises:
+        ValueError: an empty list name or network, or one containing a space.
+    """
+    for name in ("list_name", "network"):
+        value = getattr(record, name)
+        if not isinstance(value, str) or not value or " " in value:
+            raise ValueError(f"{name} must be a non-empty string without spaces, got {value!r}")
+
+
+def blacklist_key(record: BlacklistRecord) -> str:
+    """The change-feed key of a blacklist record: ``"<caller_prefix> <called_prefix>"``."""
+    return f"{record.caller_prefix} {record.called_prefix}"
+
+
+def check_blacklist(record: BlacklistRecord) -> None:
+    """Reject what the ``blacklist`` table would refuse (same error in both backends).
+
+    Raises:
+        ValueError: an empty prefix or one containing a space, or a rate outside 0..100.
+    """
+    for name in ("caller_prefix", "called_prefix"):
+        value = getattr(record, name)
+        if not isinstance(value, str) or not value or " " in value:
+            raise ValueError(f"{name} must be a non-empty string without spaces, got {value!r}")
+    if type(record.rate) is not int or not 0 <= record.rate <= 100:
+        raise ValueError(f"rate must be an int in 0..100, got {record.rate!r}")
+
+
+TOKEN_COLUMNS = (
+    "id",
+    "name",
+    "secret_hash",
+    "scopes",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+)
+
+
+def check_token(record: TokenRecord) -> None:
+    """Reject what the ``tokens`` table would refuse (same error in both backends).
+
+    Raises:
+        ValueError: an empty id, or a ``secret_hash`` that is not 64 hex digits (SHA-256).
+    """
+    if not isinstance(record.id, str) or not record.id:
+        raise ValueError(f"id must be a non-empty string, got {record.id!r}")
+    h = record.secret_hash
+    if not isinstance(h, str) or len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        raise ValueError("secret_hash must be the lowercase hex SHA-256 of the secret")
+
+
+def token_row(record: TokenRecord) -> tuple[Any, ...]:
+    """The ``tokens`` row of a token (``scopes`` as a JSON array)."""
+    check_token(record)
+    return (
+        record.id,
+        record.name,
+        record.secret_hash,
+        dump_strings(record.scopes, "scopes"),
+        float(record.created_at),
+        None if record.expires_at is None else float(record.expires_at),
+        float(record.last_used_at),
+    )
+
+
+def token_from_row(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(
+        id=row[0],
+        name=row[1],
+        secret_hash=row[2],
+        scopes=_load_strings(row[3]),
+        created_at=row[4],
+        expires_at=row[5],
+        last_used_at=row[6],
     )

@@ -36,7 +36,8 @@ Invariants every backend keeps
 4. **No SIP here.** Storage never imports SIP code: contacts, paths and sources are opaque text.
 
 Entities named in the change feed: ``user``, ``binding`` (key = AOR), ``kv``, ``ban`` (key =
-IP), ``cdr`` (key = record id); later ``line``, ``trunk``, ``route``, ``iplist``, ``blacklist``,
+IP), ``cdr`` (key = record id), ``iplist`` (key = ``"<list> <network>"``), ``blacklist`` (key =
+``"<caller_prefix> <called_prefix>"``), ``line``, ``trunk``, ``route`` (key = id); later
 ``token``, ``voicemail``.
 """
 
@@ -277,7 +278,7 @@ class CdrRecord:
 class LineRecord:
     """An external line: a registration to a provider (MSS "external line").
 
-    Protocol only; implemented by the external-lines issue.
+    Stored by every backend (table ``lines``); ``mss.features.lines`` gives it its meaning.
 
     Attributes:
         id: operator-chosen id. The key.
@@ -288,14 +289,17 @@ class LineRecord:
             ``auth_with_domain`` (IMS).
         auth_with_domain: "the authorization ID includes address information".
         proxy: the "Via" (outbound proxy / SBC) ``host[:port]`` packets go to; ``""`` = domain.
-        transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
+        transport: ``"udp"``, ``"tcp"`` or ``"tls"`` (towards the proxy, else the domain).
         register: whether to register at all.
         expires: requested registration expiry, seconds.
-        new_call_id: send a new Call-ID with every REGISTER (some providers need it).
+        new_call_id: ``True``: a new Call-ID with every REGISTER (some providers need it);
+            ``False``: one Call-ID, CSeq + 1 (RFC 3261 §10.2.4); ``None``: the global default
+            (``[sip] gVarSipRegSameDialog`` of ``mss_var_param.ini``, else one Call-ID).
         owner: local user receiving incoming calls on the line (``""`` = the attendant).
         max_calls: concurrent calls on the line; ``None`` = unlimited.
         no_answer_timeout: seconds; 0 = the system timer.
         enabled: the line is in use.
+        contact_user: user part of the Contact we register; ``""`` = ``account``.
     """
 
     id: str
@@ -308,7 +312,7 @@ class LineRecord:
     transport: str = "udp"
     register: bool = True
     expires: int = 3600
-    new_call_id: bool = False
+    new_call_id: bool | None = None
     owner: str = ""
     max_calls: int | None = None
     no_answer_timeout: int = 0
@@ -316,21 +320,27 @@ class LineRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     extra: Mapping[str, object] = field(default_factory=dict, hash=False)
+    contact_user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class TrunkRecord:
     """A SIP trunk: a peer trusted by address and port (MSS "SIP trunk").
 
-    Protocol only; implemented by the SIP-trunks issue.
+    Stored by every backend (table ``trunks``); ``mss.features.trunks`` gives it its meaning.
 
     Attributes:
-        id: operator-chosen id. The key.
+        id: operator-chosen id (the trunk's name in the CLI). The key.
         host: the peer's IP address or name.
         port: its port.
         transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
+        name: the operator's description.
         max_incoming: concurrent incoming calls; ``None`` = unlimited, 0 = refused.
         max_outgoing: concurrent outgoing calls; ``None`` = unlimited, 0 = refused.
+        caller_number: "unified caller number": replaces the caller number of outgoing calls
+            (``""`` = keep the caller's).
+        uri_params: extra Request-URI parameters of outgoing calls (``"user=phone;x=y"``).
+        ping: send OPTIONS pings to learn the trunk's up/down state.
     """
 
     id: str
@@ -344,21 +354,27 @@ class TrunkRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     extra: Mapping[str, object] = field(default_factory=dict, hash=False)
+    caller_number: str = ""
+    uri_params: str = ""
+    ping: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class RouteRecord:
-    """A dial-plan route: numbers starting with ``prefix`` go out through a line or trunk.
+    """A dial-plan route: numbers starting with ``prefix`` go to a local user, a line or a trunk.
 
-    Protocol only; implemented by the dial-plan issue.
+    Stored by every backend (table ``routes``); ``mss.features.dialplan`` gives it its meaning.
 
     Attributes:
         id: operator-chosen id. The key.
-        prefix: dialled-number prefix (after the out-group prefix); ``""`` matches everything.
-        target: ``"line:<id>"`` or ``"trunk:<id>"``.
+        prefix: dialled-number prefix (the out-group ``9`` included); ``""`` matches everything.
+        target: ``"user"`` (the transformed number is a local user), ``"user:<number>"``,
+            ``"line:<id>"``, ``"line:"`` (the first enabled line) or ``"trunk:<id>"``.
         priority: lower first among equally long prefixes.
         strip: leading digits removed before sending.
         prepend: digits added after stripping.
+        fallback: id of the route tried next when this one answers 5xx or is over its limit
+            (``""`` = none).
     """
 
     id: str
@@ -370,18 +386,21 @@ class RouteRecord:
     enabled: bool = True
     created_at: float = 0.0
     updated_at: float = 0.0
+    fallback: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class IpListRecord:
-    """One entry of a named IP list (``"trusted"``, ``"blocked"``, ``"api"``...).
+    """One entry of a named IP list (``"black"``, ``"white"``; later ``"api"``...).
 
-    Protocol only; implemented by the IP-lists issue. The key is ``(list_name, network)``.
+    The key is ``(list_name, network)``. ``mss.features.security`` gives ``"black"`` (dropped
+    before parse) and ``"white"`` (never banned by fail-to-ban) their meaning.
 
     Attributes:
         list_name: the list's name.
-        network: ``"IP"`` or ``"CIDR"``.
+        network: ``"IP"`` or ``"CIDR"``, canonical text (the feature normalises it).
         note: operator's note.
+        created_at: when it was added; ``add`` stamps it when 0.
     """
 
     list_name: str
@@ -394,14 +413,15 @@ class IpListRecord:
 class BlacklistRecord:
     """A system blacklist record (MSS): block ``rate`` % of matching calls.
 
-    Protocol only; implemented by the system-blacklist issue. The key is
-    ``(caller_prefix, called_prefix)``; the longest called-prefix match wins, then the longest
-    caller-prefix match.
+    The key is ``(caller_prefix, called_prefix)``; the longest called-prefix match wins, then
+    the longest caller-prefix match (``mss.features.blacklist``).
 
     Attributes:
         caller_prefix: caller number prefix; ``"*"`` = any, ``"anonymous"`` = withheld callers.
         called_prefix: called number prefix; ``"*"`` = any.
-        rate: 0-100, percentage of matching calls blocked.
+        rate: 0-100, percentage of matching calls blocked (backends reject other values).
+        note: the operator's description.
+        created_at: when it was first stored; ``put`` stamps it when 0.
     """
 
     caller_prefix: str
@@ -414,8 +434,6 @@ class BlacklistRecord:
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
     """A management API token. Only a hash of the secret is stored.
-
-    Protocol only; implemented by the API-tokens issue.
 
     Attributes:
         id: public id of the token. The key.
@@ -686,12 +704,11 @@ class KeyedRepo(Protocol[R]):
 
 
 class LineRepo(KeyedRepo[LineRecord], Protocol):
-    """External lines (entity ``line``). Protocol only; implemented by the external-lines
-    issue, which adds ``lines`` to :class:`Storage` and a migration."""
+    """External lines (entity ``line``, key = id)."""
 
 
 class TrunkRepo(KeyedRepo[TrunkRecord], Protocol):
-    """SIP trunks (entity ``trunk``). Protocol only; implemented by the SIP-trunks issue."""
+    """SIP trunks (entity ``trunk``, key = id)."""
 
     async def by_address(self, host: str, port: int) -> TrunkRecord | None:
         """The enabled trunk trusted at ``host:port``, or ``None``."""
@@ -699,17 +716,14 @@ class TrunkRepo(KeyedRepo[TrunkRecord], Protocol):
 
 
 class RouteRepo(KeyedRepo[RouteRecord], Protocol):
-    """Dial-plan routes (entity ``route``). Protocol only; implemented by the dial-plan issue."""
+    """Dial-plan routes (entity ``route``, key = id)."""
 
 
 class IpListRepo(Protocol):
-    """Named IP lists (entity ``iplist``, key ``"<list> <network>"``).
+    """Named IP lists (entity ``iplist``, key ``"<list> <network>"``)."""
 
-    Protocol only; implemented by the IP-lists issue.
-    """
-
-    async def list(self, name: str) -> builtins.list[IpListRecord]:
-        """Entries of list ``name``, sorted by network text."""
+    async def list(self, name: str | None = None) -> builtins.list[IpListRecord]:
+        """Entries of list ``name`` (every list when ``None``), sorted by list then network."""
         ...
 
     async def add(self, record: IpListRecord) -> None:
@@ -722,17 +736,18 @@ class IpListRepo(Protocol):
 
 
 class BlacklistRepo(Protocol):
-    """The system blacklist (entity ``blacklist``, key ``"<caller_prefix> <called_prefix>"``).
-
-    Protocol only; implemented by the system-blacklist issue.
-    """
+    """The system blacklist (entity ``blacklist``, key ``"<caller_prefix> <called_prefix>"``)."""
 
     async def list(self) -> builtins.list[BlacklistRecord]:
         """Every record, sorted by (called_prefix, caller_prefix)."""
         ...
 
     async def put(self, record: BlacklistRecord) -> None:
-        """Create or replace the record with the same two prefixes."""
+        """Create or replace the record with the same two prefixes (keeps ``created_at``).
+
+        Raises:
+            ValueError: ``rate`` is not an int in 0..100, or a prefix is empty.
+        """
         ...
 
     async def delete(self, caller_prefix: str, called_prefix: str) -> bool:
@@ -741,8 +756,9 @@ class BlacklistRepo(Protocol):
 
 
 class TokenRepo(KeyedRepo[TokenRecord], Protocol):
-    """Management API tokens (entity ``token``). Protocol only; implemented by the API-tokens
-    issue."""
+    """Management API tokens (entity ``token``, key = id; ``add`` stamps ``created_at`` when 0).
+
+    Revoking a token deletes it: a deleted id no longer authenticates."""
 
     async def touch(self, id: str, at: float) -> None:
         """Record a use (``last_used_at``); appends no change (it is not configuration)."""
@@ -775,8 +791,7 @@ class Storage(Protocol):
 
     Construct it (no I/O), then ``await storage.open()`` (creates or migrates the database) and
     ``await storage.close()``; or ``async with storage:``. One instance serves one event loop.
-    Later issues add ``lines``, ``trunks``, ``routes``, ``iplists``, ``blacklist``, ``tokens``
-    and ``voicemail`` here.
+    Later issues add ``tokens`` and ``voicemail`` here.
     """
 
     @property
@@ -796,6 +811,24 @@ class Storage(Protocol):
 
     @property
     def cdrs(self) -> CdrRepo: ...
+
+    @property
+    def iplists(self) -> IpListRepo: ...
+
+    @property
+    def blacklist(self) -> BlacklistRepo: ...
+
+    @property
+    def tokens(self) -> TokenRepo: ...
+
+    @property
+    def lines(self) -> LineRepo: ...
+
+    @property
+    def trunks(self) -> TrunkRepo: ...
+
+    @property
+    def routes(self) -> RouteRepo: ...
 
     @property
     def schema_version(self) -> int:

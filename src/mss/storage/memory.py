@@ -20,22 +20,42 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, Generic, TypeVar
 
-from . import _codec
-from .base import BanRecord, BindingRecord, CdrRecord, Change, UserRecord
+from . import _codec, _keyed
+from .base import (
+    BanRecord,
+    BindingRecord,
+    BlacklistRecord,
+    CdrRecord,
+    Change,
+    IpListRecord,
+    LineRecord,
+    RouteRecord,
+    TokenRecord,
+    TrunkRecord,
+    UserRecord,
+)
 from .errors import AlreadyExists, NotFound, StorageError
 from .schema import latest_version
 
 __all__ = (
     "MemoryBans",
     "MemoryBindings",
+    "MemoryBlacklist",
     "MemoryCdrs",
     "MemoryChangeFeed",
+    "MemoryIpLists",
     "MemoryKeyValue",
+    "MemoryKeyed",
     "MemoryStorage",
+    "MemoryTokens",
+    "MemoryTrunks",
     "MemoryUsers",
 )
+
+_R = TypeVar("_R")
 
 
 class _State:
@@ -44,12 +64,16 @@ class _State:
     __slots__ = (
         "bans",
         "bindings",
+        "blacklist",
         "cdrs",
         "changes",
         "clock",
+        "iplists",
         "is_open",
+        "keyed",
         "kv",
         "last_seq",
+        "tokens",
         "users",
     )
 
@@ -61,6 +85,11 @@ class _State:
         self.kv: dict[str, str] = {}
         self.bans: dict[str, BanRecord] = {}
         self.cdrs: dict[str, tuple[Any, ...]] = {}
+        self.iplists: dict[tuple[str, str], IpListRecord] = {}
+        self.blacklist: dict[tuple[str, str], BlacklistRecord] = {}
+        self.tokens: dict[str, TokenRecord] = {}
+        #: lines, trunks, routes: table name -> id -> encoded row (see ``_keyed``)
+        self.keyed: dict[str, dict[str, tuple[Any, ...]]] = {}
         self.changes: list[Change] = []
         self.last_seq = 0
 
@@ -355,6 +384,194 @@ class MemoryCdrs:
         return len(old)
 
 
+class MemoryIpLists:
+    """:class:`~.base.IpListRepo` in memory."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def list(self, name: str | None = None) -> builtins.list[IpListRecord]:
+        self._s.check()
+        entries = self._s.iplists
+        return [entries[k] for k in sorted(entries) if name is None or k[0] == name]
+
+    async def add(self, record: IpListRecord) -> None:
+        s = self._s
+        s.check()
+        _codec.check_iplist(record)
+        key = (record.list_name, record.network)
+        if key in s.iplists:
+            raise AlreadyExists("iplist", _codec.iplist_key(record))
+        now = s.clock()
+        s.iplists[key] = IpListRecord(
+            record.list_name, record.network, record.note, record.created_at or now
+        )
+        s.log("iplist", _codec.iplist_key(record), "put", now)
+
+    async def delete(self, name: str, network: str) -> bool:
+        s = self._s
+        s.check()
+        if s.iplists.pop((name, network), None) is None:
+            return False
+        s.log("iplist", f"{name} {network}", "delete", s.clock())
+        return True
+
+
+class MemoryBlacklist:
+    """:class:`~.base.BlacklistRepo` in memory."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def list(self) -> builtins.list[BlacklistRecord]:
+        self._s.check()
+        records = self._s.blacklist
+        return [records[k] for k in sorted(records, key=lambda k: (k[1], k[0]))]
+
+    async def put(self, record: BlacklistRecord) -> None:
+        s = self._s
+        s.check()
+        _codec.check_blacklist(record)
+        key = (record.caller_prefix, record.called_prefix)
+        now = s.clock()
+        old = s.blacklist.get(key)
+        created = old.created_at if old is not None else (record.created_at or now)
+        s.blacklist[key] = BlacklistRecord(*key, record.rate, record.note, created)
+        s.log("blacklist", _codec.blacklist_key(record), "put", now)
+
+    async def delete(self, caller_prefix: str, called_prefix: str) -> bool:
+        s = self._s
+        s.check()
+        if s.blacklist.pop((caller_prefix, called_prefix), None) is None:
+            return False
+        s.log("blacklist", f"{caller_prefix} {called_prefix}", "delete", s.clock())
+        return True
+
+
+class MemoryTokens:
+    """:class:`~.base.TokenRepo` in memory."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def get(self, id: str) -> TokenRecord | None:
+        self._s.check()
+        return self._s.tokens.get(id)
+
+    async def list(self) -> builtins.list[TokenRecord]:
+        self._s.check()
+        tokens = self._s.tokens
+        return [tokens[k] for k in sorted(tokens)]
+
+    async def add(self, record: TokenRecord) -> None:
+        s = self._s
+        s.check()
+        _codec.token_row(record)  # values SQLite could not store fail here too
+        if record.id in s.tokens:
+            raise AlreadyExists("token", record.id)
+        now = s.clock()
+        if not record.created_at:
+            record = replace(record, created_at=now)
+        s.tokens[record.id] = record
+        s.log("token", record.id, "put", now)
+
+    async def update(self, record: TokenRecord) -> None:
+        s = self._s
+        s.check()
+        _codec.token_row(record)
+        if record.id not in s.tokens:
+            raise NotFound("token", record.id)
+        s.tokens[record.id] = record
+        s.log("token", record.id, "put", s.clock())
+
+    async def delete(self, id: str) -> bool:
+        s = self._s
+        s.check()
+        if s.tokens.pop(id, None) is None:
+            return False
+        s.log("token", id, "delete", s.clock())
+        return True
+
+    async def touch(self, id: str, at: float) -> None:
+        s = self._s
+        s.check()
+        record = s.tokens.get(id)
+        if record is not None:
+            s.tokens[id] = replace(record, last_used_at=at)
+
+
+class MemoryKeyed(Generic[_R]):
+    """:class:`~.base.KeyedRepo` in memory, for the records of :mod:`._keyed` (lines, trunks,
+    routes), stored as the rows SQLite stores."""
+
+    __slots__ = ("_s", "_spec")
+
+    def __init__(self, state: _State, spec: _keyed.KeyedSpec[_R]) -> None:
+        self._s = state
+        self._spec = spec
+
+    def _rows(self) -> dict[str, tuple[Any, ...]]:
+        self._s.check()
+        return self._s.keyed.setdefault(self._spec.table, {})
+
+    async def get(self, id: str) -> _R | None:
+        row = self._rows().get(id)
+        return None if row is None else self._spec.from_row(row)
+
+    async def list(self) -> builtins.list[_R]:
+        rows = self._rows()
+        return [self._spec.from_row(rows[k]) for k in sorted(rows)]
+
+    async def add(self, record: _R) -> None:
+        spec = self._spec
+        rows = self._rows()
+        row = spec.to_row(record)
+        if row[0] in rows:
+            raise AlreadyExists(spec.entity, row[0])
+        now = self._s.clock()
+        created = row[spec.created_index] or now
+        rows[row[0]] = spec.stamped(row, created=created, updated=row[spec.updated_index] or created)
+        self._s.log(spec.entity, row[0], "put", now)
+
+    async def update(self, record: _R) -> None:
+        spec = self._spec
+        rows = self._rows()
+        row = spec.to_row(record)
+        old = rows.get(row[0])
+        if old is None:
+            raise NotFound(spec.entity, row[0])
+        now = self._s.clock()
+        rows[row[0]] = spec.stamped(row, created=old[spec.created_index], updated=now)
+        self._s.log(spec.entity, row[0], "put", now)
+
+    async def delete(self, id: str) -> bool:
+        if self._rows().pop(id, None) is None:
+            return False
+        self._s.log(self._spec.entity, id, "delete", self._s.clock())
+        return True
+
+
+class MemoryTrunks(MemoryKeyed[TrunkRecord]):
+    """:class:`~.base.TrunkRepo` in memory."""
+
+    __slots__ = ()
+
+    def __init__(self, state: _State) -> None:
+        super().__init__(state, _keyed.TRUNKS)
+
+    async def by_address(self, host: str, port: int) -> TrunkRecord | None:
+        for trunk in await self.list():
+            if trunk.enabled and trunk.host == host and trunk.port == port:
+                return trunk
+        return None
+
+
 class MemoryStorage:
     """:class:`~.base.Storage` in memory.
 
@@ -362,7 +579,22 @@ class MemoryStorage:
         clock: wall-clock time for stamps and change times (``time.time``).
     """
 
-    __slots__ = ("_s", "_version", "bans", "bindings", "cdrs", "changes", "kv", "users")
+    __slots__ = (
+        "_s",
+        "_version",
+        "bans",
+        "bindings",
+        "blacklist",
+        "cdrs",
+        "changes",
+        "iplists",
+        "kv",
+        "lines",
+        "routes",
+        "tokens",
+        "trunks",
+        "users",
+    )
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._s = _State(clock)
@@ -373,6 +605,12 @@ class MemoryStorage:
         self.kv = MemoryKeyValue(self._s)
         self.bans = MemoryBans(self._s)
         self.cdrs = MemoryCdrs(self._s)
+        self.iplists = MemoryIpLists(self._s)
+        self.blacklist = MemoryBlacklist(self._s)
+        self.tokens = MemoryTokens(self._s)
+        self.lines: MemoryKeyed[LineRecord] = MemoryKeyed(self._s, _keyed.LINES)
+        self.trunks = MemoryTrunks(self._s)
+        self.routes: MemoryKeyed[RouteRecord] = MemoryKeyed(self._s, _keyed.ROUTES)
 
     @property
     def schema_version(self) -> int:

@@ -55,11 +55,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from . import _codec
-from ._codec import BAN_COLUMNS, BINDING_COLUMNS, CDR_COLUMNS, USER_COLUMNS
-from .base import BanRecord, BindingRecord, CdrRecord, Change, UserRecord
+from . import _codec, _keyed
+from ._codec import BAN_COLUMNS, BINDING_COLUMNS, CDR_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS
+from .base import (
+    BanRecord,
+    BindingRecord,
+    BlacklistRecord,
+    CdrRecord,
+    Change,
+    IpListRecord,
+    LineRecord,
+    RouteRecord,
+    TokenRecord,
+    TrunkRecord,
+    UserRecord,
+)
 from .errors import AlreadyExists, NotFound, SchemaError, StorageError
 from .schema import Migration, load_migrations
 
@@ -67,12 +79,19 @@ __all__ = (
     "APPLICATION_ID",
     "SqliteBans",
     "SqliteBindings",
+    "SqliteBlacklist",
     "SqliteCdrs",
     "SqliteChangeFeed",
+    "SqliteIpLists",
     "SqliteKeyValue",
+    "SqliteKeyed",
     "SqliteStorage",
+    "SqliteTokens",
+    "SqliteTrunks",
     "SqliteUsers",
 )
+
+_R = TypeVar("_R")
 
 #: ``PRAGMA application_id`` of an mss database: "mss1".
 APPLICATION_ID = 0x6D737331
@@ -105,6 +124,7 @@ _CDR_UPSERT = (
     f"INSERT OR REPLACE INTO cdrs ({', '.join(CDR_COLUMNS)}) "
     f"VALUES ({_placeholders(len(CDR_COLUMNS))})"
 )
+_TOKEN_SELECT = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens"
 _CHANGE_INSERT = "INSERT INTO changes (entity, key, op, at) VALUES (?, ?, ?, ?)"
 _LATEST = "SELECT seq FROM sqlite_sequence WHERE name = 'changes'"
 
@@ -659,6 +679,226 @@ class SqliteCdrs:
             await asyncio.sleep(0)
 
 
+class SqliteIpLists:
+    """:class:`~.base.IpListRepo` on SQLite (table ``iplists``)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def list(self, name: str | None = None) -> builtins.list[IpListRecord]:
+        sql = "SELECT list_name, network, note, created_at FROM iplists"
+        if name is None:
+            rows = self._db.rows(sql + " ORDER BY list_name, network")
+        else:
+            rows = self._db.rows(sql + " WHERE list_name = ? ORDER BY network", (name,))
+        return [IpListRecord(*row) for row in rows]
+
+    async def add(self, record: IpListRecord) -> None:
+        _codec.check_iplist(record)
+        now = self._db.clock()
+        row = (record.list_name, record.network, record.note, record.created_at or now)
+        with self._db.write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO iplists (list_name, network, note, created_at) VALUES (?, ?, ?, ?)",
+                    row,
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise AlreadyExists("iplist", _codec.iplist_key(record)) from exc
+                raise
+            conn.execute(_CHANGE_INSERT, ("iplist", _codec.iplist_key(record), "put", now))
+
+    async def delete(self, name: str, network: str) -> bool:
+        now = self._db.clock()
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "DELETE FROM iplists WHERE list_name = ? AND network = ?", (name, network)
+            )
+            if not cur.rowcount:
+                return False
+            conn.execute(_CHANGE_INSERT, ("iplist", f"{name} {network}", "delete", now))
+        return True
+
+
+class SqliteBlacklist:
+    """:class:`~.base.BlacklistRepo` on SQLite (table ``blacklist``)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def list(self) -> builtins.list[BlacklistRecord]:
+        rows = self._db.rows(
+            "SELECT caller_prefix, called_prefix, rate, note, created_at FROM blacklist "
+            "ORDER BY called_prefix, caller_prefix"
+        )
+        return [BlacklistRecord(*row) for row in rows]
+
+    async def put(self, record: BlacklistRecord) -> None:
+        _codec.check_blacklist(record)
+        now = self._db.clock()
+        key = _codec.blacklist_key(record)
+        with self._db.write() as conn:
+            old = conn.execute(
+                "SELECT created_at FROM blacklist WHERE caller_prefix = ? AND called_prefix = ?",
+                (record.caller_prefix, record.called_prefix),
+            ).fetchone()
+            created = old[0] if old is not None else (record.created_at or now)
+            conn.execute(
+                "INSERT OR REPLACE INTO blacklist "
+                "(caller_prefix, called_prefix, rate, note, created_at) VALUES (?, ?, ?, ?, ?)",
+                (record.caller_prefix, record.called_prefix, record.rate, record.note, created),
+            )
+            conn.execute(_CHANGE_INSERT, ("blacklist", key, "put", now))
+
+    async def delete(self, caller_prefix: str, called_prefix: str) -> bool:
+        now = self._db.clock()
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "DELETE FROM blacklist WHERE caller_prefix = ? AND called_prefix = ?",
+                (caller_prefix, called_prefix),
+            )
+            if not cur.rowcount:
+                return False
+            conn.execute(
+                _CHANGE_INSERT, ("blacklist", f"{caller_prefix} {called_prefix}", "delete", now)
+            )
+        return True
+
+
+class SqliteTokens:
+    """:class:`~.base.TokenRepo` on SQLite (table ``tokens``)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def get(self, id: str) -> TokenRecord | None:
+        row = self._db.one(_TOKEN_SELECT + " WHERE id = ?", (id,))
+        return None if row is None else _codec.token_from_row(row)
+
+    async def list(self) -> builtins.list[TokenRecord]:
+        rows = self._db.rows(_TOKEN_SELECT + " ORDER BY id")
+        return [_codec.token_from_row(row) for row in rows]
+
+    async def add(self, record: TokenRecord) -> None:
+        row = _codec.token_row(record)
+        now = self._db.clock()
+        row = (*row[:4], row[4] or now, *row[5:])
+        with self._db.write() as conn:
+            try:
+                conn.execute(
+                    f"INSERT INTO tokens ({', '.join(TOKEN_COLUMNS)}) "
+                    f"VALUES ({_placeholders(len(TOKEN_COLUMNS))})",
+                    row,
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise AlreadyExists("token", record.id) from exc
+                raise
+            conn.execute(_CHANGE_INSERT, ("token", record.id, "put", now))
+
+    async def update(self, record: TokenRecord) -> None:
+        row = _codec.token_row(record)
+        now = self._db.clock()
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE tokens SET "
+                + ", ".join(f"{c} = ?" for c in TOKEN_COLUMNS[1:])
+                + " WHERE id = ?",
+                (*row[1:], record.id),
+            )
+            if cur.rowcount == 0:
+                raise NotFound("token", record.id)
+            conn.execute(_CHANGE_INSERT, ("token", record.id, "put", now))
+
+    async def delete(self, id: str) -> bool:
+        now = self._db.clock()
+        with self._db.write() as conn:
+            if not conn.execute("DELETE FROM tokens WHERE id = ?", (id,)).rowcount:
+                return False
+            conn.execute(_CHANGE_INSERT, ("token", id, "delete", now))
+        return True
+
+    async def touch(self, id: str, at: float) -> None:
+        with self._db.write() as conn:
+            conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (at, id))
+
+
+class SqliteKeyed(Generic[_R]):
+    """:class:`~.base.KeyedRepo` on SQLite for the records of :mod:`._keyed` (tables ``lines``,
+    ``trunks``, ``routes``)."""
+
+    __slots__ = ("_db", "_spec")
+
+    def __init__(self, db: _Db, spec: _keyed.KeyedSpec[_R]) -> None:
+        self._db = db
+        self._spec = spec
+
+    async def get(self, id: str) -> _R | None:
+        row = self._db.one(self._spec.select + " WHERE id = ?", (id,))
+        return None if row is None else self._spec.from_row(row)
+
+    async def list(self) -> builtins.list[_R]:
+        rows = self._db.rows(self._spec.select + " ORDER BY id")
+        return [self._spec.from_row(row) for row in rows]
+
+    async def add(self, record: _R) -> None:
+        spec = self._spec
+        row = spec.to_row(record)
+        now = self._db.clock()
+        created = row[spec.created_index] or now
+        row = spec.stamped(row, created=created, updated=row[spec.updated_index] or created)
+        with self._db.write() as conn:
+            try:
+                conn.execute(spec.insert, row)
+            except sqlite3.IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise AlreadyExists(spec.entity, row[0]) from exc
+                raise
+            conn.execute(_CHANGE_INSERT, (spec.entity, row[0], "put", now))
+
+    async def update(self, record: _R) -> None:
+        spec = self._spec
+        row = spec.to_row(record)
+        now = self._db.clock()
+        row = spec.stamped(row, created=0.0, updated=now)
+        with self._db.write() as conn:
+            if conn.execute(spec.update_sql, spec.update_params(row)).rowcount == 0:
+                raise NotFound(spec.entity, row[0])
+            conn.execute(_CHANGE_INSERT, (spec.entity, row[0], "put", now))
+
+    async def delete(self, id: str) -> bool:
+        spec = self._spec
+        now = self._db.clock()
+        with self._db.write() as conn:
+            if not conn.execute(f"DELETE FROM {spec.table} WHERE id = ?", (id,)).rowcount:
+                return False
+            conn.execute(_CHANGE_INSERT, (spec.entity, id, "delete", now))
+        return True
+
+
+class SqliteTrunks(SqliteKeyed[TrunkRecord]):
+    """:class:`~.base.TrunkRepo` on SQLite (table ``trunks``)."""
+
+    __slots__ = ()
+
+    def __init__(self, db: _Db) -> None:
+        super().__init__(db, _keyed.TRUNKS)
+
+    async def by_address(self, host: str, port: int) -> TrunkRecord | None:
+        row = self._db.one(
+            _keyed.TRUNKS.select + " WHERE host = ? AND port = ? AND enabled = 1 ORDER BY id LIMIT 1",
+            (host, port),
+        )
+        return None if row is None else _keyed.TRUNKS.from_row(row)
+
+
 class SqliteStorage:
     """:class:`~.base.Storage` on one SQLite file.
 
@@ -673,7 +913,21 @@ class SqliteStorage:
         ValueError: ``path`` is empty or an in-memory database (use the memory backend).
     """
 
-    __slots__ = ("_db", "bans", "bindings", "cdrs", "changes", "kv", "users")
+    __slots__ = (
+        "_db",
+        "bans",
+        "bindings",
+        "blacklist",
+        "cdrs",
+        "changes",
+        "iplists",
+        "kv",
+        "lines",
+        "routes",
+        "tokens",
+        "trunks",
+        "users",
+    )
 
     def __init__(
         self,
@@ -702,6 +956,12 @@ class SqliteStorage:
         self.kv = SqliteKeyValue(self._db)
         self.bans = SqliteBans(self._db)
         self.cdrs = SqliteCdrs(self._db)
+        self.iplists = SqliteIpLists(self._db)
+        self.blacklist = SqliteBlacklist(self._db)
+        self.tokens = SqliteTokens(self._db)
+        self.lines: SqliteKeyed[LineRecord] = SqliteKeyed(self._db, _keyed.LINES)
+        self.trunks = SqliteTrunks(self._db)
+        self.routes: SqliteKeyed[RouteRecord] = SqliteKeyed(self._db, _keyed.ROUTES)
 
     @property
     def path(self) -> str:

@@ -21,7 +21,6 @@ total, and closed after ``idle_timeout`` seconds without traffic).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import ssl
@@ -65,10 +64,9 @@ class ListenerInfo:
 
 
 def _family(host: str) -> int:
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return socket.AF_INET
+    # Called for every send without a listener: an IPv6 literal is the only form with a colon
+    # (IPv4 literals and host names have none), so no ipaddress parsing on the hot path.
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 class UdpListener(asyncio.DatagramProtocol):
@@ -209,7 +207,15 @@ class StreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         layer = self.layer
-        self.last_activity = layer.clock.now()
+        self.last_activity = now = layer.clock.now()
+        gate = layer.gate
+        if gate is not None and self.info is not None and not gate.allow(self.host, now):
+            # banned while connected: no reply to anything more, drop the connection
+            layer.stats.dropped_banned += 1
+            if self.transport is not None:
+                self.transport.abort()
+            self._cleanup()
+            return
         try:
             messages = self.parser.feed(data)
         except ParseError as e:
