@@ -97,6 +97,10 @@ def test_baresip_calls_baresip(tmp_path: Path) -> None:
             assert wait_for(
                 lambda: json.loads(mss_cli("reg", "list", "--json", data_dir=data).stdout), 10, 0.2
             ), (tmp_path / "callee.log").read_text(errors="replace")
+            # the softphone's registration shows in `mss user list` (issue 4)
+            users = {u["number"]: u for u in json.loads(mss_cli("user", "list", "--json", data_dir=data).stdout)}
+            assert users["1002"]["online"] and users["1002"]["bindings"], users
+            assert "baresip" in users["1002"]["bindings"][0]["user_agent"].lower(), users
             t0 = time.monotonic()
             caller = subprocess.run(
                 [binary, "-f", str(caller_dir), "-t", str(CALL_SECONDS), "-e", "/dial 1002"],
