@@ -37,11 +37,8 @@ def require_kamailio() -> str:
     path = kamailio_binary()
     if path is not None:
         return path
-    if os.environ.get("CI", "") not in ("", "0", "false", "no"):
-        raise RuntimeError("kamailio is not installed (apt-get install kamailio)")
-    import pytest
-
-    pytest.skip("kamailio is not installed (apt-get install kamailio)")
+    # a missing tool fails the run (scripts/test.sh installs it): a skip would hide it
+    raise RuntimeError("kamailio is not installed (apt-get install kamailio; scripts/test.sh does)")
 
 
 def sip_probe(host: str, port: int, user: str = "probe", timeout: float = 1.0) -> str | None:

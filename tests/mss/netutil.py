@@ -20,7 +20,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if name == "asyncio":
         return asyncio.new_event_loop
     if uvloop is None:
-        pytest.skip("uvloop is not installed")
+        pytest.fail("uvloop is not installed (test extras: pip install .[speed])")
     return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 

@@ -538,7 +538,7 @@ def test_mss_shim_adds_a_user_who_can_register(srv: ThreadedServer) -> None:
 
 
 def test_api_over_tls(tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
+    import trustme
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
