@@ -1,6 +1,8 @@
 """Build script: declares only the Cython extension modules (metadata lives in pyproject.toml).
 
-Every ``src/fastsip/_*_c.pyx`` is one extension module, the fast twin of ``_*_py.py``.
+Every ``src/fastsip/_*_c.pyx`` is one extension module, the fast twin of ``_*_py.py``; so is
+every ``src/mss/transport/_*_c.pyx`` on Linux (socket code: ``_rx_c`` reads with ``recvmmsg``,
+a Linux call; other platforms use its pure twin).
 
 Knobs (environment):
   FASTSIP_NO_EXTENSIONS=1   build no extension (pure-Python install).
@@ -40,8 +42,12 @@ def _extensions() -> list[Extension]:
     if sys.platform != "win32":
         compile_args = ["-O0", "-g"] if debug else ["-O3"]
     exts = []
-    for pyx in sorted(glob("src/fastsip/_*_c.pyx")):
-        name = "fastsip." + os.path.splitext(os.path.basename(pyx))[0]
+    sources = sorted(glob("src/fastsip/_*_c.pyx"))
+    if sys.platform.startswith("linux"):
+        sources += sorted(glob("src/mss/transport/_*_c.pyx"))
+    for pyx in sources:
+        package = os.path.dirname(os.path.relpath(pyx, "src")).replace(os.sep, ".")
+        name = package + "." + os.path.splitext(os.path.basename(pyx))[0]
         exts.append(
             Extension(
                 name,

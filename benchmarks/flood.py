@@ -25,8 +25,10 @@ What it does, on loopback only, with a subprocess ``mss serve`` (uvloop when ins
    events); they differ when the kernel drops datagrams because the socket buffer is full (then
    the server did not pay for them, and the per-counted figure is the honest one).
 
-Prints a markdown table with the machine description (``benchmarks/machine.py``); ``--json``
-writes the figures. Exit status 1 when a legitimate REGISTER failed.
+Prints a markdown table with the machine description (``benchmarks/machine.py``) and the
+server's UDP receive path (its ``udp receive:`` log line: ``recvmmsg`` batches or the pure
+``recvfrom_into`` twin); ``--json`` writes the figures. Exit status 1 when a legitimate REGISTER
+failed. When the server dies during the run, its last log lines are printed.
 """
 
 from __future__ import annotations
@@ -287,6 +289,11 @@ def run(duration: float, rate: float, legit_rate: float, workdir: Path) -> dict[
             phases["flood+legit"]["sipp"] = result.describe()
     finally:
         server.stop()
+    if server.proc.returncode not in (0, -signal.SIGTERM):  # it died: show why
+        phases["server_exit"] = {"returncode": server.proc.returncode, "log": server.lines[-40:]}
+        print(f"mss serve exited with {server.proc.returncode}; its last log lines:", file=sys.stderr)
+        for line in server.lines[-40:]:
+            print("   ", line, file=sys.stderr)
     idle_rate = phases["idle"]["cpu"] / phases["idle"]["wall"]
     f = phases["flood"]
     f_cpu = f["cpu"] - idle_rate * f["wall"]
@@ -294,8 +301,10 @@ def run(duration: float, rate: float, legit_rate: float, workdir: Path) -> dict[
     lg = phases["legit"]
     # same number of REGISTERs in both phases; the rest of the wall time costs the idle rate
     extra = fl["cpu"] - lg["cpu"] - idle_rate * max(0.0, fl["wall"] - lg["wall"])
+    receive = [str(r.get("message")) for r in server.lines if "udp receive:" in str(r.get("message"))]
     summary = {
         "duration": duration,
+        "server_udp_receive": receive[0].split(":", 1)[1].strip() if receive else "asyncio datagram transport",
         "rate_asked": rate,
         "flood_rate_sent": f["sent"] / f["elapsed"],
         "flood_sent": f["sent"],
@@ -334,6 +343,7 @@ def table(s: dict[str, Any]) -> str:
     ]
     return "\n".join([
         describe(),
+        f"server UDP receive path: {s['server_udp_receive']}",
         "",
         *rows,
         "",

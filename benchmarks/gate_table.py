@@ -4,8 +4,9 @@ Run: ``.venv/bin/python benchmarks/gate_table.py`` (a few seconds). Each cell is
 ROUNDS rounds of ``timeit`` over a pre-bound method, in ns per call, for a source that is let in,
 a banned source and a black-listed one (50 networks in 5 prefix lengths), next to the two ways
 of keying the ban table the issue asked to compare: the policy's bounded ``host -> packed``
-cache, and ``socket.inet_pton`` on every packet. The per-datagram cost of the event loop itself
-(several µs, see ``benchmarks/flood.py``) is not included.
+cache, and ``socket.inet_pton`` on every packet. The cost of reading the datagram (the system
+call, the event loop: several µs, see ``benchmarks/udp_receive.py`` and ``benchmarks/flood.py``)
+is not included.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """REGISTER with digest at stepped rates: sipp UAC → ``mss serve`` on loopback.
 
     python -m benchmarks.register_rate [--users 2000] [--rates 500,1000,2000,3000] [--seconds 5]
+    python -m benchmarks.register_rate --users 10000 --rates 300,300,300 --profile /tmp/reg
 
 Starts ``mss serve`` (SQLite in a temporary data dir, MD5 challenges only because sipp 3.6
 answers only the first challenge and only MD5), provisions the users, runs sipp's
@@ -8,6 +9,11 @@ answers only the first challenge and only MD5), provisions the users, runs sipp'
 bounded number of registrations, and prints per rate: registrations attempted/succeeded/failed,
 retransmissions, achieved rate, and server CPU µs per registration (utime+stime of the server
 process from /proc). The highest rate with 0 failures is the figure quoted. Loopback only.
+The machine may be shared: CPU per registration is the figure to compare, not the rate.
+
+``--profile PREFIX`` runs one more step at the first rate with py-spy recording the server
+(``PREFIX-gil.txt``: Python frames of the thread holding the GIL; ``PREFIX-native.txt``: with C
+frames, in a second step) and prints the top self-time functions.
 """
 
 from __future__ import annotations
@@ -30,10 +36,15 @@ from sipp import free_udp_port, run_sipp, write_inf_file  # noqa: E402
 from benchmarks import machine  # noqa: E402
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 def provision(data: Path, n: int) -> list[tuple[str, str]]:
@@ -62,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--rates", default="500,1000,2000,3000,4000")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each step")
+    ap.add_argument("--profile", default="", help="py-spy output prefix: profile one more step at the first rate")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -78,25 +90,40 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2.0)
         print(machine.describe())
         print(f"users: {args.users}; step duration: {args.seconds} s; sipp register_uac.xml (REGISTER, 401, REGISTER+digest, 200)\n")
-        print("| offered/s | attempted | ok | failed | retrans | achieved/s | server CPU µs/registration |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print("| offered/s | attempted | ok | failed | retrans | achieved/s | server CPU µs/registration | of which user | system |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         best = 0
         try:
-            for rate in [int(r) for r in args.rates.split(",")]:
+            rates = [int(r) for r in args.rates.split(",")]
+            for rate in rates:
                 calls = int(rate * args.seconds)
-                c0 = cpu_seconds(proc.pid)
+                u0, s0 = cpu_times(proc.pid)
                 t0 = time.monotonic()
                 r = run_sipp(f"127.0.0.1:{port}", scenario="register_uac.xml", calls=calls, rate=rate,
                              inf_file=inf, timeout=args.seconds * 4 + 20, extra=["-l", str(max(100, rate))])
                 wall = time.monotonic() - t0
-                cpu = cpu_seconds(proc.pid) - c0
+                u1, s1 = cpu_times(proc.pid)
                 ok = r.successful
-                per = cpu / ok * 1e6 if ok else float("nan")
-                print(f"| {rate} | {calls} | {ok} | {r.failed} | {r.retransmissions} | {ok / wall:.0f} | {per:.0f} |", flush=True)
+                scale = 1e6 / ok if ok else float("nan")
+                per, user, system = (u1 - u0 + s1 - s0) * scale, (u1 - u0) * scale, (s1 - s0) * scale
+                print(f"| {rate} | {calls} | {ok} | {r.failed} | {r.retransmissions} | {ok / wall:.0f} | {per:.0f} "
+                      f"| {user:.0f} | {system:.0f} |", flush=True)
                 if r.failed == 0 and ok == calls:
                     best = max(best, rate)
                 else:
                     break
+            if args.profile:
+                from benchmarks.e2e import profile
+
+                for kind in ("gil", "native"):
+                    out = Path(f"{args.profile}-{kind}.txt")
+                    spy = profile.record(proc.pid, out, args.seconds, native=kind == "native", gil=kind == "gil")
+                    run_sipp(f"127.0.0.1:{port}", scenario="register_uac.xml", calls=int(rates[0] * args.seconds),
+                             rate=rates[0], inf_file=inf, timeout=args.seconds * 4 + 20, extra=["-l", str(max(100, rates[0]))])
+                    spy.wait(args.seconds + 30)
+                    if out.exists():
+                        print(f"\npy-spy ({kind}) at {rates[0]}/s, self time, {out}:")
+                        print(profile.rank(out.read_text()).markdown(top=25))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)

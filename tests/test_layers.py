@@ -2,7 +2,8 @@
 
     mss.cli → mss.app ─┬→ mss.api ───────────────→ mss.features → mss.storage
                        └→ mss.transport → mss.sip → mss.features → mss.storage
-    mss.transport / mss.sip / mss.features → fastsip (sans-IO) → stdlib only
+                                          mss.sip → mss.media → mss.features
+    mss.transport / mss.sip / mss.media / mss.features → fastsip (sans-IO) → stdlib only
     mss.config, mss.errors: imported by every mss layer; they import nothing from mss
 
 A layer never imports one above it. fastsip imports only the standard library.
@@ -23,8 +24,11 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 ALLOWED: dict[str, set[str]] = {
     "mss.storage": {"mss.storage"},
     "mss.features": {"mss.features", "mss.storage", "fastsip"},
-    "mss.sip": {"mss.sip", "mss.features", "mss.storage", "fastsip"},
-    "mss.transport": {"mss.transport", "mss.sip", "mss.features", "mss.storage", "fastsip"},
+    "mss.media": {"mss.media", "mss.features", "mss.storage", "fastsip"},
+    "mss.sip": {"mss.sip", "mss.media", "mss.features", "mss.storage", "fastsip"},
+    "mss.transport": {
+        "mss.transport", "mss.sip", "mss.media", "mss.features", "mss.storage", "fastsip"
+    },
     "mss.api": {"mss.api", "mss.features", "mss.storage", "fastsip"},
     "mss.config": set(),
     "mss.errors": set(),

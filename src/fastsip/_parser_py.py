@@ -120,10 +120,11 @@ def _decode(b: bytes) -> str:
 
 
 def _check_version(v: str, offset: int) -> None:
-    if len(v) < 7 or v[:4].upper() != "SIP/":
+    # ASCII only: str.upper() maps some non-ASCII letters onto ASCII ("\u017f".upper() == "S").
+    if len(v) < 7 or not v.isascii() or v[:4].upper() != "SIP/":
         raise _err("bad SIP-Version", offset)
     major, dot, minor = v[4:].partition(".")
-    if not dot or not major or not minor or not (major + minor).isdigit() or not (major + minor).isascii():
+    if not dot or not major or not minor or not (major + minor).isdigit():
         raise _err("bad SIP-Version", offset)
 
 
@@ -260,7 +261,7 @@ def parse_datagram(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Request |
     """Parse one SIP message from a UDP datagram.
 
     Args:
-        data: the datagram.
+        data: the datagram (``bytes``; a ``bytearray`` is copied to ``bytes`` first).
         limits: parser limits.
 
     Returns:
@@ -268,10 +269,15 @@ def parse_datagram(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Request |
 
     Raises:
         ParseError: malformed start line or header section, bad framing, or a limit exceeded.
+        TypeError: data is neither bytes nor bytearray.
     """
     n = len(data)
     if n > limits.max_message_size:
         raise _err("message too large", limits.max_message_size, 513)
+    if not isinstance(data, bytes):
+        if not isinstance(data, bytearray):
+            raise TypeError(f"a bytes-like datagram is required, not {type(data).__name__}")
+        data = bytes(data)  # body and raw bytes are bytes whatever came in
     start = _head_start(data)
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
@@ -386,7 +392,10 @@ def _unescape(text: str, what: str) -> str:
             out.append(int(h, 16))
             i += 3
         else:
-            out += ch.encode("utf-8", "surrogateescape")
+            try:
+                out += ch.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # a lone surrogate outside U+DC80..U+DCFF
+                raise _err(f"bad character in {what}") from None
             i += 1
     return out.decode("utf-8", "surrogateescape")
 

@@ -28,8 +28,8 @@ Invariants:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from enum import IntEnum
-from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
@@ -139,6 +139,11 @@ def _default_parsers() -> ModuleType:
 
 def _uint(text: str, name: str, maximum: int) -> int:
     """Parse a non-negative decimal scalar, bounded (RFC 4475 §3.1.2.4: no overflow)."""
+    if len(text) <= 10 and text.isdigit() and text.isascii():  # the common case, same result
+        value = int(text)
+        if value > maximum:
+            raise ParseError(f"{name} out of range")
+        return value
     t = text.strip()
     if not t or not t.isdigit() or not t.isascii():
         raise ParseError(f"bad {name} value")
@@ -218,7 +223,10 @@ class Message:
 
     def _touch(self, key: str) -> None:
         self._raw = None
-        self._cache.pop(key, None)
+        cache = self._cache
+        cache.pop(key, None)
+        if key == "via":
+            cache.pop("@via", None)
 
     def set(self, name: str, value: object) -> None:
         """Replace every header with this name by one header (at the first one's place)."""
@@ -292,9 +300,11 @@ class Message:
                     # fast path (one value on the line): keep the parsed list, swap the top
                     hs[i] = (k, n, str(via))
                     self._raw = None
-                    cached = self._cache.get("via")
+                    cache = self._cache
+                    cached = cache.get("via")
                     if cached:
                         cached[0] = via
+                    cache["@via"] = via
                     return
                 line_vias = self._parsers.parse_via(v, self._limits.max_via)
                 rest = ", ".join(str(x) for x in line_vias[1:])
@@ -323,7 +333,8 @@ class Message:
     @property
     def vias(self) -> list[Via]:
         """Every Via value, top first (RFC 3261 §20.42)."""
-        cached = self._cache.get("via", _MISSING)
+        cache = self._cache
+        cached = cache.get("via", _MISSING)
         if cached is _MISSING:
             p = self._parsers
             limit = self._limits.max_via
@@ -333,19 +344,28 @@ class Message:
                     cached.extend(p.parse_via(v, limit))
                     if len(cached) > limit:
                         raise ParseError("too many Via values", status_hint=513)
-            self._cache["via"] = cached
+            top = cache.get("@via")
+            if top is not None and cached:
+                cached[0] = top  # the object ``via`` already returned (equal value)
+            cache["via"] = cached
         return cached  # type: ignore[no-any-return]
 
     @property
     def via(self) -> Via | None:
-        """The top Via value, or None."""
-        cached = self._cache.get("via", _MISSING)
-        if cached is _MISSING:
+        """The top Via value, or None (later Via lines are not parsed: see :attr:`vias`)."""
+        cache = self._cache
+        cached = cache.get("via", _MISSING)
+        if cached is not _MISSING:
+            return cached[0] if cached else None  # type: ignore[no-any-return]
+        top = cache.get("@via", _MISSING)
+        if top is _MISSING:
+            top = None
             for k, _, v in self._headers:
                 if k == "via":
-                    return self._parsers.parse_via(v, self._limits.max_via)[0]  # type: ignore[no-any-return]
-            return None
-        return cached[0] if cached else None
+                    top = self._parsers.parse_via(v, self._limits.max_via)[0]
+                    break
+            cache["@via"] = top
+        return top  # type: ignore[no-any-return]
 
     def _address(self, key: str) -> Address | None:
         cached = self._cache.get(key, _MISSING)
@@ -562,6 +582,54 @@ class Message:
         return self._raw is None
 
 
+#: Accessors a compiled parser twin may take over (see :func:`_install_fast_accessors`).
+_FAST_ACCESSORS = (
+    "via", "vias", "from_", "to", "call_id", "cseq", "contacts", "expires", "max_forwards",
+    "content_length",
+)
+_PURE: dict[str, Callable[[Message], Any]] = {}
+
+
+def _install_fast_accessors(
+    getters: dict[str, Callable[[Message], Any]],
+    serialize: Callable[[Message], bytes],
+    fast_response: Callable[..., Response | None],
+) -> dict[str, Callable[[Message], Any]]:
+    """Let a compiled parser twin read and write the messages it parsed in C.
+
+    The Cython twin calls this once at import with C functions for the hot accessors
+    (``_FAST_ACCESSORS``), for ``bytes(message)`` and for :func:`make_response`. Each C
+    function handles a message whose
+    ``_p`` is that twin and defers to the pure definition above for any other message, so a
+    message parsed by the pure twin still runs the pure code, which stays the specification
+    (``tests/fastsip`` compares the two). A property whose getter is a C function costs about a
+    third of a Python-level property, and the C bodies skip the interpreter in the loops over
+    headers.
+
+    Args:
+        getters: accessor name -> C function taking the message.
+        serialize: the C ``__bytes__``.
+        fast_response: called by :func:`make_response` with its arguments (positionally); returns
+            the response, or None to let the pure code build it (any case it does not handle,
+            errors included).
+
+    Returns:
+        The pure functions the C ones defer to: each accessor name, and ``"__bytes__"``.
+    """
+    global _fast_response
+    if not _PURE:
+        for name in _FAST_ACCESSORS:
+            _PURE[name] = Message.__dict__[name].fget
+        _PURE["__bytes__"] = Message.__bytes__
+    for name, fn in getters.items():
+        if name not in _FAST_ACCESSORS:
+            raise ValueError(f"not a fast accessor: {name}")
+        setattr(Message, name, property(fn, doc=_PURE[name].__doc__))
+    Message.__bytes__ = serialize  # type: ignore[method-assign,assignment]
+    _fast_response = fast_response
+    return dict(_PURE)
+
+
 def _check_value(text: str) -> None:
     if "\r" in text or "\n" in text:
         raise ValueError("header values must not contain CR or LF")
@@ -661,6 +729,10 @@ class Response(Message):
 _RESPONSE_COPY = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
+#: make_response's C version, installed by the C twin (None: pure only).
+_fast_response: Callable[..., Response | None] | None = None
+
+
 def make_response(
     request: Request,
     status: int,
@@ -689,27 +761,48 @@ def make_response(
     Returns:
         The response, sharing the request's value-parser twin and limits.
     """
-    resp = Response(status, reason, version="SIP/2.0", limits=request._limits)
+    fast = _fast_response
+    if fast is not None:
+        made = fast(request, status, reason, to_tag, headers, body, content_type)
+        if made is not None:
+            return made
+    if not 100 <= status <= 699:
+        raise ValueError("status must be 100..699")
+    # Built slot by slot (as Response.__init__ would) without its generic header handling:
+    # this runs for every request a server answers.
+    resp = Response.__new__(Response)
+    resp.status = status
+    resp.reason = REASON_PHRASES.get(status, "") if reason is None else reason
+    resp.version = "SIP/2.0"
+    resp._cache = {}
+    resp._raw = None
     resp._p = request._p
-    out = resp._headers
-    for h in request._headers:
-        if h[0] in _RESPONSE_COPY:
-            if h[0] == "to" and to_tag is not None and status > 100:
-                try:
-                    to = request.to
-                except ParseError:
-                    to = None
-                if to is not None and to.tag is None:
-                    out.append((h[0], h[1], f"{h[2]};tag={to_tag}"))
-                    continue
-            out.append(h)
+    resp._limits = request._limits
+    copy = _RESPONSE_COPY
+    out = [h for h in request._headers if h[0] in copy]
+    resp._headers = out
+    if to_tag is not None and status > 100:
+        tagged: str | None = None
+        for i, h in enumerate(out):
+            if h[0] == "to":
+                if tagged is None:
+                    try:
+                        to = request.to
+                    except ParseError:
+                        to = None
+                    if to is None or to.tag is not None:
+                        break
+                    tagged = f";tag={to_tag}"
+                out[i] = (h[0], h[1], h[2] + tagged)
     for n, v in headers:
         _check_value(v)
         out.append((header_key(n), n, v))
     if content_type is not None:
         out.append(("content-type", "Content-Type", content_type))
+    if type(body) is not bytes:  # bytes(b) is b itself, but costs a special-method lookup
+        body = bytes(body)
     out.append(("content-length", "Content-Length", str(len(body))))
-    resp.body = bytes(body)
+    resp.body = body
     return resp
 
 

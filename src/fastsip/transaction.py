@@ -35,6 +35,14 @@ State machines (figure numbers of RFC 3261 §17):
 * :class:`ServerNonInviteTransaction` (fig. 8): Trying → Proceeding → Completed (timer J) →
   Terminated; retransmitted requests get the last response again (nothing in Trying).
 
+Memory: a transaction that has sent or received its final response keeps only what it still
+needs — its matching keys, the destination and the bytes it may have to send again (the last
+response of a server transaction, the ACK of a client INVITE transaction). ``request`` and
+``last_response`` are set to None then (a transaction that ends without a final response, by
+timeout or transport error, keeps them: the driver builds the local 408/503 from the request).
+A busy server holds every completed transaction for Timer J/L/D (32 s on UDP); keeping the
+parsed messages made them most of the heap the garbage collector walks.
+
 Matching (§17.1.3, §17.2.3): responses match client transactions by top-Via branch and CSeq
 method. Requests with an RFC 3261 branch (``z9hG4bK``) match server transactions by branch,
 top-Via sent-by and method (ACK matches INVITE). Requests without the magic cookie use the
@@ -193,7 +201,8 @@ class Transaction:
     )
 
     state: str
-    request: Request
+    #: the request; None once the transaction no longer needs it (see "Memory" above)
+    request: Request | None
     dest: Any
     reliable: bool
     timers: Timers
@@ -223,6 +232,10 @@ class Transaction:
         out.append(Terminated(self))
         return out
 
+    def _release(self) -> None:
+        """Drop the parsed messages: only keys, destination and bytes are needed from here on."""
+        self.request = None
+
     def on_timer(self, name: str, now: float) -> list[Action]:
         raise NotImplementedError
 
@@ -251,6 +264,10 @@ class ClientTransaction(Transaction):
         self.branch = via.branch
         self.data = bytes(request)
         self.interval = timers.t1
+        self.last_response = None
+
+    def _release(self) -> None:
+        self.request = None
         self.last_response = None
 
     def start(self, now: float) -> list[Action]:
@@ -301,11 +318,14 @@ class ClientInviteTransaction(ClientTransaction):
             if status < 300:
                 # RFC 6026 §8.4: Accepted; the TU sends the ACK for 2xx.
                 self.state = "accepted"
+                self._release()
                 out += [Deliver(self, response), StartTimer(self, "M", self.timers.b)]
                 return out
             self.state = "completed"
+            assert self.request is not None
             ack = bytes(make_ack(self.request, response))
             self.data = ack  # what we resend for retransmitted final responses
+            self._release()
             out += [Send(self, ack, self.dest), Deliver(self, response)]
             if self.reliable:
                 return self._terminate(out)  # timer D = 0
@@ -361,6 +381,8 @@ class ClientNonInviteTransaction(ClientTransaction):
             self.state = "proceeding"
             return [Deliver(self, response)]
         self.state = "completed"
+        self._release()
+        self.data = b""  # Completed absorbs retransmissions and sends nothing (§17.1.2.2)
         out: list[Action] = [CancelTimer(self, "E"), CancelTimer(self, "F"), Deliver(self, response)]
         if self.reliable:
             return self._terminate(out)  # timer K = 0
@@ -380,7 +402,7 @@ class ServerTransaction(Transaction):
 
     last_response: Response | None
     last_data: bytes | None
-    #: the To tag of the last final response (RFC 2543 ACK matching)
+    #: the To tag of the final response of an INVITE transaction (RFC 2543 ACK matching)
     to_tag: str | None
 
     def __init__(self, request: Request, dest: Any, reliable: bool, timers: Timers, now: float) -> None:
@@ -388,6 +410,10 @@ class ServerTransaction(Transaction):
         self.last_response = None
         self.last_data = None
         self.to_tag = None
+
+    def _release(self) -> None:
+        self.request = None
+        self.last_response = None
 
     def start(self, now: float, *, auto_trying: bool) -> list[Action]:
         raise NotImplementedError
@@ -401,8 +427,12 @@ class ServerTransaction(Transaction):
 
     def _store(self, response: Response) -> bytes:
         data = bytes(response)
-        self.last_response = response
         self.last_data = data
+        if response.status < 200:
+            self.last_response = response
+        else:
+            # final: the bytes answer retransmissions; the parsed messages can go
+            self._release()
         return data
 
 
@@ -417,11 +447,13 @@ class ServerInviteTransaction(ServerTransaction):
         self.state = "proceeding"
         self.interval = self.timers.t1
         out: list[Action] = []
+        request = self.request
+        assert request is not None
         if auto_trying:
             # §17.2.1: a 100 unless the TU answers within 200 ms; we always send it at once.
-            data = self._store(make_response(self.request, 100))
+            data = self._store(make_response(request, 100))
             out.append(Send(self, data, self.dest))
-        out.append(Deliver(self, self.request))
+        out.append(Deliver(self, request))
         return out
 
     def on_request(self, request: Request, now: float) -> list[Action]:
@@ -446,11 +478,12 @@ class ServerInviteTransaction(ServerTransaction):
         state = self.state
         status = response.status
         if state == "proceeding":
+            if status >= 200:
+                self.to_tag = _to_tag(response)
             data = self._store(response)
             out: list[Action] = [Send(self, data, self.dest)]
             if status < 200:
                 return out
-            self.to_tag = _to_tag(response)
             if status < 300:
                 self.state = "accepted"
                 out.append(StartTimer(self, "L", self.timers.b))
@@ -493,6 +526,7 @@ class ServerNonInviteTransaction(ServerTransaction):
 
     def start(self, now: float, *, auto_trying: bool) -> list[Action]:
         self.state = "trying"
+        assert self.request is not None
         return [Deliver(self, self.request)]
 
     def on_request(self, request: Request, now: float) -> list[Action]:
@@ -504,13 +538,12 @@ class ServerNonInviteTransaction(ServerTransaction):
         state = self.state
         if state not in ("trying", "proceeding"):
             raise ValueError(f"cannot send {response.status} in state {state}")
-        data = self._store(response)
+        data = self._store(response)  # (no to_tag: only INVITE transactions match ACKs)
         out: list[Action] = [Send(self, data, self.dest)]
         if response.status < 200:
             self.state = "proceeding"
             return out
         self.state = "completed"
-        self.to_tag = _to_tag(response)
         if self.reliable:
             return self._terminate(out)  # timer J = 0
         out.append(StartTimer(self, "J", self.timers.b))
@@ -677,16 +710,18 @@ class TransactionLayer:
 
     def send_response(self, txn: ServerTransaction, response: Response, now: float) -> list[Action]:
         """The TU answers through a server transaction."""
+        request = txn.request  # released by a final response
         actions = txn.send_response(response, now)
         if (
             isinstance(txn, ServerInviteTransaction)
             and response.status >= 200
+            and request is not None
             and txn.keys
             and txn.keys[0][0] == "2543"
             and txn.to_tag is not None
         ):
             # RFC 2543 ACKs carry the To tag of our final response.
-            ack_key = server_key(txn.request, method="INVITE", to_tag=txn.to_tag)
+            ack_key = server_key(request, method="INVITE", to_tag=txn.to_tag)
             if ack_key not in self._server:
                 txn.keys.append(ack_key)
                 self._server[ack_key] = txn

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -30,16 +31,20 @@ from .features.cdr import CdrService
 from .features.decisions import DecisionLog
 from .features.dialplan import DialPlanService, ensure_default_routes
 from .features.events import EventHub, SecurityLogBridge, UserStatusTracker
+from .features.external import ExternalCalls
 from .features.lines import REGISTER_NOW_KEY, LineService
 from .features.location import LocationService
 from .features.security import SecurityPolicy
 from .features.tokens import TokenService
 from .features.trunks import TrunkService
 from .features.users import UserDirectory
+from .features.voicemail import VoicemailService
 from .sip.auth import Authenticator
 from .sip.b2bua import B2bua
 from .sip.core import SipCore
 from .sip.lines import LineRegistrations
+from .sip.mwi import MwiNotifier
+from .sip.voicemail import VoicemailMedia
 from .sip.registrar import Registrar
 from .sip.router import MethodRouter
 from .sip.trunks import TrunkPinger
@@ -114,6 +119,11 @@ class Server:
         self.dialplan: DialPlanService | None = None
         self.line_registrations: LineRegistrations | None = None
         self.trunk_pinger: TrunkPinger | None = None
+        #: calls from and to lines and trunks (issue 7), plugged into the CallService
+        self.external: ExternalCalls | None = None
+        #: voicemail mailbox (issue 10): settings, messages, SMTP outbox; MWI subscriptions
+        self.voicemail: VoicemailService | None = None
+        self.mwi: MwiNotifier | None = None
         #: Python call-policy hooks (``on_call``); shared with the CallService once started
         self.call_hooks: list[CallHook] = []
         self._route_sources: dict[str, str] = {}
@@ -245,6 +255,7 @@ class Server:
         )
         self.router.route("REGISTER", self.registrar.on_register)
         await self._start_pbx()
+        await self._start_voicemail()
         await self._start_calls()
         log.info("%d users, %d live bindings", len(self.users), self.location.count())
 
@@ -344,6 +355,30 @@ class Server:
         if self.trunks is not None:
             await self.trunks.stop()
 
+    # -- voicemail mailbox and MWI (issue 10) ---------------------------------------------
+    async def _start_voicemail(self) -> None:
+        """The mailbox (messages, SMTP outbox worker) and the message-summary notifier."""
+        cfg = self.config
+        assert self.storage is not None and self.users is not None
+        assert self.auth is not None and self.core is not None
+        self.voicemail = VoicemailService(
+            self.storage, self.users, data_dir=cfg.data_dir, smtp=cfg.smtp,
+            domain=cfg.sip.domain or "",
+        )
+        await self.voicemail.load()
+        self.mwi = MwiNotifier(
+            core=self.core,
+            users=self.users,
+            auth=self.auth,
+            counts=self.voicemail.counts,
+            local_address=self.local_address,
+            domain=lambda: cfg.sip.domain or None,
+            server_name=cfg.sip.server_name,
+        )
+        self.voicemail.listeners.append(self.mwi.counts_changed)
+        self.router.route("SUBSCRIBE", self.mwi.on_subscribe)
+        self.voicemail.start()
+
     # -- calls (issue 5) ------------------------------------------------------------------
     def on_call(self, hook: CallHook) -> CallHook:
         """Register an async call-policy function (usable as a decorator).
@@ -376,8 +411,18 @@ class Server:
             domain=lambda: cfg.sip.domain or None,
             is_self=self.is_self,
             max_forwards=cfg.calls.max_forwards,
+            # issue 10: the answering machine (media side) over the mailbox
+            voicemail=self.voicemail,
+            voicemail_media=VoicemailMedia(
+                rtp_port_min=cfg.media.rtp_port_min,
+                rtp_port_max=cfg.media.rtp_port_max,
+                rtp_host=cfg.media.rtp_host,
+                silence_timeout=cfg.voicemail.silence_timeout,
+            ),
         )
         b = self.b2bua
+        self._start_external_calls()
+        b.events = self.hub  # callStatus on the /events channel
         self.router.route("INVITE", b.on_invite)
         self.router.route("MESSAGE", b.on_message)
         for method in ("BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"):
@@ -386,6 +431,37 @@ class Server:
         self.router.on_cancel_call(b.on_cancel)
         self.router.on_ack_call(b.on_ack)
         self.router.on_stray_call(b.on_stray_response)
+
+    def _start_external_calls(self) -> None:
+        """Calls through external lines and SIP trunks: callers, dial-plan step, digest."""
+        if self.calls is None or self.b2bua is None or self.dialplan is None:
+            return
+        if self.lines is None or self.trunks is None:
+            return
+
+        def line_address(line: Any) -> tuple[str, str, int] | None:
+            regs = self.line_registrations
+            return regs.call_target(line) if regs is not None else None
+
+        def line_for_incoming(user: str | None, host: str, port: int) -> Any:
+            regs = self.line_registrations
+            return regs.line_for_incoming(user, host, port) if regs is not None else None
+
+        def authorize(credentials: str, request: Any, response: Any) -> Any:
+            regs = self.line_registrations
+            return regs.authorize(credentials, request, response) if regs is not None else None
+
+        self.external = ExternalCalls(
+            calls=self.calls,
+            dialplan=self.dialplan,
+            lines=self.lines,
+            trunks=self.trunks,
+            line_address=line_address,
+            line_for_incoming=line_for_incoming,
+            events=self.hub,
+        )
+        self.external.install()
+        self.b2bua.authorize = authorize
 
     def _on_options(self, ctx: Any) -> None:
         """OPTIONS inside a call is relayed to the other party; otherwise the server answers."""
@@ -467,11 +543,15 @@ class Server:
                     if self.blacklist is not None:
                         await self.blacklist.load(self.storage)
                     await self._apply_pbx_changes(None)
+                    if self.voicemail is not None:
+                        await self.voicemail.apply_changes(None)
                     continue
                 changes = await self.storage.changes.since(self._change_seq)
                 self._change_seq = latest
                 await self._apply_security_changes(changes)
                 await self._apply_pbx_changes(changes)
+                if self.voicemail is not None:
+                    await self.voicemail.apply_changes(changes)
                 users = [c.key for c in changes if c.entity == "user"]
                 if users:
                     await self.users.reload(users)
@@ -543,8 +623,10 @@ class Server:
             counters={name: obj for name, obj in (
                 ("registrar", self.registrar), ("auth", self.auth), ("b2bua", self.b2bua),
                 ("cdr", self.cdr), ("call_admission", self.calls),
+                ("voicemail", self.voicemail), ("mwi", self.mwi),
             ) if obj is not None},
             api_listen=cfg.api.listen,
+            voicemail=self.voicemail,
         )
         self.api = ApiServer(
             create_api(services),
@@ -606,6 +688,12 @@ class Server:
             })
         return out
 
+    def hangup_call(self, id: str, reason: str) -> bool:
+        """Release an active call (``DELETE /calls/{id}``); False when there is no such call."""
+        if self.calls is None:
+            return False
+        return self.calls.hangup(id, reason=reason)
+
     async def stop(self) -> None:
         await self._stop_api()
         for task in self._tasks:
@@ -616,7 +704,11 @@ class Server:
         self._tasks.clear()
         await self._stop_pbx()
         if self.b2bua is not None:
-            await self.b2bua.close()
+            await self.b2bua.close()  # before the mailbox: recordings cut by the stop are stored
+        if self.voicemail is not None:
+            await self.voicemail.stop()
+        if self.mwi is not None:
+            self.mwi.close()
         if self.cdr is not None:
             await self.cdr.stop()
         if self.security is not None:
@@ -641,6 +733,7 @@ class Server:
                 pass
         try:
             await self.start()
+            tune_gc(self.config.transport.gc_threshold)
             await stop.wait()
         finally:
             await self.stop()
@@ -648,6 +741,28 @@ class Server:
     def request_stop(self) -> None:
         if self._stop_event is not None:
             self._stop_event.set()
+
+
+def tune_gc(threshold: int) -> None:
+    """Make Python's cyclic garbage collector cheap for a long-running server.
+
+    The server's per-request objects die by reference counting (a request, its transaction
+    and its response hold no cycles), but the collector still walks every tracked object:
+    with the default threshold (700 allocations) it ran hundreds of times a second under
+    load, and each full collection walked the whole heap (users, bindings, transactions kept
+    for Timer J), up to 200 ms with the loop stopped (docs/performance.md). So: freeze what
+    start-up built (it lives as long as the process) and collect the young generation every
+    ``threshold`` allocations instead of 700. Cycles are still collected, just less often.
+    ``threshold == 0`` leaves the collector as Python set it.
+    """
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(threshold, gen1, gen2)
+    log.info("garbage collector: threshold %d, %d start-up objects frozen", threshold,
+             gc.get_freeze_count(), extra={"event": "gc_tuned"})
 
 
 def _loop_factory(config: Config) -> Any:

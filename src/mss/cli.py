@@ -100,12 +100,16 @@ async def _directory(cfg: Any) -> Any:
 
 
 def _cmd_user_add(args: argparse.Namespace) -> int:
+    from .cli_voicemail import apply_user_options, check_user_options
+
     cfg = _load(args)
+    voicemail = check_user_options(args)
 
     async def go() -> None:
         storage, users = await _directory(cfg)
         try:
             await users.add(args.number, args.password, **_user_fields(args))
+            await apply_user_options(voicemail, users, cfg.data_dir, args.number)
         finally:
             await storage.close()
 
@@ -115,15 +119,22 @@ def _cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_user_set(args: argparse.Namespace) -> int:
+    from .cli_voicemail import apply_user_options, check_user_options, has_user_options
+
     cfg = _load(args)
     fields = _user_fields(args)
-    if not fields and args.password is None:
+    if not fields and args.password is None and not has_user_options(args):
         raise MssError("nothing to change: give at least one option")
+    voicemail = check_user_options(args)
 
     async def go() -> None:
         storage, users = await _directory(cfg)
         try:
-            await users.update(args.number, password=args.password, **fields)
+            if fields or args.password is not None:
+                await users.update(args.number, password=args.password, **fields)
+            elif await storage.users.get(args.number) is None:
+                raise MssError(f"number: no user {args.number}")
+            await apply_user_options(voicemail, users, cfg.data_dir, args.number)
         finally:
             await storage.close()
 
@@ -150,6 +161,15 @@ def _cmd_user_del(args: argparse.Namespace) -> int:
 
 def _fmt_left(expires_at: float, now: float) -> str:
     return f"{max(0, int(expires_at - now))}s"
+
+
+def _voicemail_json(user: Any) -> dict[str, Any]:
+    """A user's voicemail settings for ``mss user list --json`` (the PIN itself not shown)."""
+    from .features.voicemail import parse_settings, settings_to_json
+
+    data = settings_to_json(parse_settings(user.extra))
+    data["pin"] = bool(data["pin"])
+    return data
 
 
 def _cmd_user_list(args: argparse.Namespace) -> int:
@@ -183,6 +203,7 @@ def _cmd_user_list(args: argparse.Namespace) -> int:
             "max_calls": u.max_calls,
             "max_outgoing": u.max_outgoing,
             "no_answer_timeout": (u.extra or {}).get("no_answer_timeout"),
+            "voicemail": _voicemail_json(u),
             "bindings": [{"contact": b.contact, "source": b.source, "expires_in": int(b.expires_at - now), "user_agent": b.user_agent} for b in bs],
         })
     if args.json:
@@ -567,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(user)
     usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
 
+    from .cli_voicemail import add_user_options as add_voicemail_options
+
     def user_options(q: argparse.ArgumentParser, *, adding: bool) -> None:
         _common(q)
         q.add_argument("number", help="the user's number (also the SIP user name)")
@@ -586,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--max-outgoing", type=_nonneg, help="max concurrent outgoing calls (-1 = unlimited)")
         q.add_argument("--no-answer-timeout", type=_nonneg, metavar="S",
                        help="seconds a call to this user rings before it is released (0 = the system value)")
+        add_voicemail_options(q)
 
     q = usub.add_parser("add", help="add a user")
     user_options(q, adding=True)
@@ -713,6 +737,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_pbx import add_parsers as add_pbx_parsers
 
     add_pbx_parsers(sub, _common)  # line, trunk, route (issue 7)
+
+    from .cli_voicemail import add_parsers as add_voicemail_parsers
+
+    add_voicemail_parsers(sub, _common)  # voicemail messages (issue 10)
 
     conf = sub.add_parser("config", help="configuration")
     _common(conf)

@@ -139,6 +139,28 @@ def _line_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+def _line_numbers(args: argparse.Namespace, old: Any) -> dict[str, Any]:
+    """``--number NUMBER=USER`` (``NUMBER=`` removes it) merged into the line's ``extra``."""
+    from .features.lines import line_numbers
+
+    extra = dict(old.extra) if old is not None else {}
+    given = getattr(args, "number", None)
+    if not given:
+        return extra
+    numbers = line_numbers(old) if old is not None else {}
+    for item in given:
+        number, sep, user = item.partition("=")
+        number, user = number.strip(), user.strip()
+        if not sep or not number:
+            raise MssError(f"number: expected NUMBER=USER, got {item!r}")
+        if user:
+            numbers[number] = user
+        else:
+            numbers.pop(number, None)
+    extra["numbers"] = numbers
+    return extra
+
+
 def _check_line(record: Any) -> None:
     from .features.lines import check_line
 
@@ -152,8 +174,10 @@ def _cmd_line_add(args: argparse.Namespace) -> int:
     fields.pop("account", None)
     fields.pop("domain", None)
 
+    extra = _line_numbers(args, None)
+
     def build(old: Any) -> Any:
-        return LineRecord(args.id, args.account, args.domain, **fields)
+        return LineRecord(args.id, args.account, args.domain, extra=extra, **fields)
 
     _store(args, "line", args.id, build, _check_line, "lines", adding=True)
     print(f"line {args.id} added")
@@ -162,10 +186,12 @@ def _cmd_line_add(args: argparse.Namespace) -> int:
 
 def _cmd_line_set(args: argparse.Namespace) -> int:
     fields = _line_fields(args)
-    if not fields:
+    if not fields and not getattr(args, "number", None):
         raise MssError("nothing to change: give at least one option")
-    _store(args, "line", args.id, lambda old: dataclasses.replace(old, **fields), _check_line,
-           "lines", adding=False)
+    _line_numbers(args, None)  # errors before opening the storage
+    _store(args, "line", args.id,
+           lambda old: dataclasses.replace(old, extra=_line_numbers(args, old), **fields),
+           _check_line, "lines", adding=False)
     print(f"line {args.id} updated")
     return 0
 
@@ -194,7 +220,7 @@ def _cmd_line_register_now(args: argparse.Namespace) -> int:
 
 
 def _cmd_line_list(args: argparse.Namespace) -> int:
-    from .features.lines import auth_username, published_statuses
+    from .features.lines import auth_username, line_numbers, published_statuses
 
     async def go(storage: Any) -> tuple[list[Any], dict[str, Any]]:
         lines = await storage.lines.list()
@@ -211,7 +237,7 @@ def _cmd_line_list(args: argparse.Namespace) -> int:
             "auth_with_domain": line.auth_with_domain, "proxy": line.proxy,
             "transport": line.transport, "register": line.register, "expires": line.expires,
             "call_id": policy, "contact_user": line.contact_user or line.account,
-            "owner": line.owner, "max_calls": line.max_calls,
+            "owner": line.owner, "numbers": line_numbers(line), "max_calls": line.max_calls,
             "no_answer_timeout": line.no_answer_timeout, "enabled": line.enabled,
             "state": st.get("state", "unknown"), "status": st.get("status"),
             "reason": st.get("reason", ""), "next_retry": st.get("next_retry"),
@@ -252,6 +278,9 @@ def _line_options(q: argparse.ArgumentParser, *, adding: bool) -> None:
                    help="REGISTER Call-ID: same (RFC 3261, CSeq+1), new (a new Call-ID each time), "
                         "default (mss_var_param.ini gVarSipRegSameDialog, else same)")
     q.add_argument("--owner", metavar="NUMBER", help="local user receiving the line's incoming calls")
+    q.add_argument("--number", action="append", metavar="NUMBER=USER",
+                   help="an incoming call to this called number (DID) rings USER instead of the "
+                        "owner; repeatable; NUMBER= removes it")
     q.add_argument("--max-calls", type=_int, help="concurrent calls on the line (-1 = unlimited)")
     q.add_argument("--no-answer-timeout", type=_int, metavar="S",
                    help="seconds an outgoing call may ring (0 = the system timer)")

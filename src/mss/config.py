@@ -73,6 +73,9 @@ __all__ = (
     "RegistrarConfig",
     "SecurityConfig",
     "SipConfig",
+    "SmtpConfig",
+    "MediaConfig",
+    "VoicemailConfig",
     "StorageBackend",
     "StorageConfig",
     "StunConfig",
@@ -532,6 +535,14 @@ class TransportConfig(_Checked):
         default=10000, metadata=_meta("TCP/TLS connections in total", ge=1)
     )
     use_uvloop: bool = field(default=True, metadata=_meta("run on uvloop when it is installed"))
+    gc_threshold: int = field(
+        default=50000,
+        metadata=_meta(
+            "generation-0 threshold of Python's garbage collector in `mss serve`; the objects "
+            "alive after start-up are frozen (gc.freeze). 0 keeps Python's defaults",
+            ge=0,
+        ),
+    )
     recv_buffer: int = field(
         default=4 * 1024 * 1024,
         metadata=_meta("socket receive buffer (SO_RCVBUF) in bytes", ge=1024, le=1 << 30),
@@ -883,6 +894,109 @@ class ApiConfig(_Checked):
             )
 
 
+def _check_rtp_host(value: str) -> str:
+    if not value:
+        return value
+    text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        raise ValueError(f"not an IP address: {_show(value)}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig(_Checked):
+    """``[media]``: RTP for the calls the server answers itself (voicemail, issue 10)."""
+
+    rtp_port_min: int = field(
+        default=10000, metadata=_meta("lowest UDP port of an RTP stream", ge=1024, le=65534)
+    )
+    rtp_port_max: int = field(
+        default=20000, metadata=_meta("highest UDP port of an RTP stream", ge=1025, le=65535)
+    )
+    rtp_host: str = field(
+        default="",
+        metadata=_meta(
+            "IP address RTP binds to and SDP announces; empty = the server's address facing "
+            "the caller",
+            check=_check_rtp_host,
+        ),
+    )
+
+    def _check(self) -> None:
+        if self.rtp_port_max - self.rtp_port_min < 1:
+            raise ConfigError(
+                "rtp_port_max", f"must be > rtp_port_min ({self.rtp_port_min}): one RTP/RTCP pair"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailConfig(_Checked):
+    """``[voicemail]``: recording of voicemail messages (issue 10)."""
+
+    silence_timeout: float = field(
+        default=10.0,
+        metadata=_meta("seconds of silence (or no RTP) that end a recording", gt=0),
+    )
+
+
+SmtpSecurity = Literal["none", "starttls", "tls"]
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig(_Checked):
+    """``[smtp]``: the system SMTP server every voicemail e-mail goes through (issue 10)."""
+
+    host: str = field(
+        default="", metadata=_meta("SMTP server host name or address; empty = no voicemail e-mail")
+    )
+    port: int = field(
+        default=0,
+        metadata=_meta("SMTP port; 0 = 25 (none), 587 (starttls) or 465 (tls)", ge=0, le=65535),
+    )
+    security: SmtpSecurity = field(
+        default="starttls",
+        metadata=_meta("none, starttls (RFC 3207, required when offered) or tls (implicit TLS)"),
+    )
+    user: str = field(default="", metadata=_meta("SMTP AUTH user name; empty = no AUTH"))
+    password: str = field(default="", metadata=_meta("SMTP AUTH password", secret=True))
+    from_address: str = field(
+        default="", metadata=_meta("From address of voicemail e-mails; empty = mss@<sip.domain>")
+    )
+    ca_file: str | None = field(
+        default=None,
+        metadata=_meta(
+            "PEM CA bundle that verifies the SMTP server's certificate; unset = the system's",
+            check=_check_optional_path,
+        ),
+    )
+    timeout: float = field(
+        default=30.0, metadata=_meta("seconds for connecting and for each SMTP reply", gt=0)
+    )
+    retry_min: float = field(
+        default=30.0,
+        metadata=_meta("seconds before the first retry of a temporary failure; doubles per failure", gt=0),
+    )
+    retry_max: float = field(
+        default=3600.0, metadata=_meta("longest wait between two delivery attempts", gt=0)
+    )
+    give_up_after: float = field(
+        default=432000.0,
+        metadata=_meta("seconds after which a message still undelivered is marked failed; 0 = never", ge=0),
+    )
+
+    @property
+    def effective_port(self) -> int:
+        """``port``, else the standard port of ``security``."""
+        return self.port or {"none": 25, "starttls": 587, "tls": 465}[self.security]
+
+    def _check(self) -> None:
+        if self.retry_min > self.retry_max:
+            raise ConfigError("retry_max", f"must be >= retry_min ({self.retry_min})")
+        if self.password and not self.user:
+            raise ConfigError("user", "required when password is set")
+
+
 @dataclass(frozen=True, slots=True)
 class Config(_Checked):
     """The whole configuration: ``data_dir`` and one dataclass per TOML section."""
@@ -906,6 +1020,9 @@ class Config(_Checked):
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    voicemail: VoicemailConfig = field(default_factory=VoicemailConfig)
 
     def _check(self) -> None:
         for index, listen in enumerate(self.transport.listen):
@@ -1195,7 +1312,8 @@ def config_reference_markdown() -> str:
     groups += [(name, cls, defaults[name]) for name, cls in _sections().items()]
     for name, cls, section_defaults in groups:
         hints = _hints(cls)
-        rows = [f for f in dataclasses.fields(typing.cast(Any, cls)) if f.name not in _sections()]
+        # top level: every field but the section tables (a key may share a section's name)
+        rows = [f for f in dataclasses.fields(typing.cast(Any, cls)) if name or f.name not in _sections()]
         if name:
             title = f"### `[{name}]`"
             summary = (cls.__doc__ or "").strip().splitlines()[0].split(": ", 1)[-1]

@@ -44,6 +44,7 @@ class Sim:
         self.delivered: list[tuple[float, Request | Response]] = []
         self.events: list[tuple[float, str, Any]] = []
         self.handles: dict[tuple[int, str], Any] = {}
+        self.requests: dict[int, Request] = {}
 
     def run(self, actions: list[Any]) -> None:
         for a in actions:
@@ -103,7 +104,9 @@ class Sim:
         return txn
 
     def respond(self, txn: Any, status: int, **kw: Any) -> None:
-        self.run(self.layer.send_response(txn, make_response(txn.request, status, **kw), self.now))
+        # the first response captures the request: a final response releases txn.request
+        request = self.requests.setdefault(id(txn), txn.request)
+        self.run(self.layer.send_response(txn, make_response(request, status, **kw), self.now))
 
     def send_times(self) -> list[float]:
         return [round(t, 2) for t, _, _ in self.sent]
@@ -150,58 +153,62 @@ def test_client_invite_timer_a_doubles_then_b_times_out(wheel: Any) -> None:
 def test_client_invite_provisional_stops_retransmissions_and_timer_b(wheel: Any) -> None:
     sim = Sim(wheel)
     txn = sim.send(creq())
+    txn_request = txn.request  # released by the final response
     sim.advance(0.7)  # one retransmission happened
-    sim.response_in(make_response(txn.request, 100))
+    sim.response_in(make_response(txn_request, 100))
     assert txn.state == "proceeding"
     sim.advance(200)  # an INVITE may ring for minutes: no timeout in Proceeding
     assert sim.send_times() == [0, 0.5]
     assert sim.events == [] and txn.state == "proceeding"
-    sim.response_in(make_response(txn.request, 180, to_tag="t9"))
+    sim.response_in(make_response(txn_request, 180, to_tag="t9"))
     assert [m.status for _, m in sim.delivered] == [100, 180]
 
 
 def test_client_invite_non_2xx_completed_ack_and_timer_d(wheel: Any) -> None:
     sim = Sim(wheel)
     txn = sim.send(creq())
-    sim.response_in(make_response(txn.request, 180, to_tag="t9"))
-    sim.response_in(make_response(txn.request, 486, to_tag="t9"))
-    assert txn.state == "completed"
+    txn_request = txn.request  # released by the final response
+    sim.response_in(make_response(txn_request, 180, to_tag="t9"))
+    sim.response_in(make_response(txn_request, 486, to_tag="t9"))
+    assert txn.state == "completed" and txn.request is None  # only the ACK bytes are kept
     ack = parse_datagram(sim.sent[-1][1])
     assert ack.method == "ACK" and ack.cseq.seq == 1 and ack.cseq.method == "ACK"
-    assert ack.to.tag == "t9" and ack.via.branch == "z9hG4bKc1" and ack.uri_text == txn.request.uri_text
+    assert ack.to.tag == "t9" and ack.via.branch == "z9hG4bKc1" and ack.uri_text == txn_request.uri_text
     assert [m.status for _, m in sim.delivered] == [180, 486]
     # a retransmitted 486 is absorbed and the ACK is sent again
     sim.advance(1)
-    sim.response_in(make_response(txn.request, 486, to_tag="t9"))
+    sim.response_in(make_response(txn_request, 486, to_tag="t9"))
     assert [m.status for _, m in sim.delivered] == [180, 486]
     assert sim.sent[-1][1] == sim.sent[-2][1]
     sim.advance(40)
     assert sim.event_names() == ["terminated"]
     assert abs(sim.events[0][0] - 32.0) < EPS  # timer D >= 32 s on UDP
-    assert sim.layer.receive_response(parse_datagram(bytes(make_response(txn.request, 486))), sim.now) == (None, [])
+    assert sim.layer.receive_response(parse_datagram(bytes(make_response(txn_request, 486))), sim.now) == (None, [])
 
 
 def test_client_invite_2xx_accepted_state_rfc6026(wheel: Any) -> None:
     sim = Sim(wheel)
     txn = sim.send(creq())
-    sim.response_in(make_response(txn.request, 200, to_tag="t9"))
+    txn_request = txn.request  # released by the final response
+    sim.response_in(make_response(txn_request, 200, to_tag="t9"))
     assert txn.state == "accepted"
     assert len(sim.sent) == 1  # the transaction does not ACK a 2xx
     sim.advance(2)
-    sim.response_in(make_response(txn.request, 200, to_tag="t9"))  # retransmitted 2xx
+    sim.response_in(make_response(txn_request, 200, to_tag="t9"))  # retransmitted 2xx
     assert [m.status for _, m in sim.delivered] == [200, 200]  # both reach the TU
     sim.advance(40)
     assert sim.event_names() == ["terminated"]
     assert abs(sim.events[0][0] - 32.0) < EPS  # timer M = 64*T1
-    assert sim.layer.receive_response(parse_datagram(bytes(make_response(txn.request, 200, to_tag="t9"))), sim.now) == (None, [])
+    assert sim.layer.receive_response(parse_datagram(bytes(make_response(txn_request, 200, to_tag="t9"))), sim.now) == (None, [])
 
 
 def test_client_invite_reliable(wheel: Any) -> None:
     sim = Sim(wheel, reliable=True)
     txn = sim.send(creq())
+    txn_request = txn.request  # released by the final response
     sim.advance(10)
     assert sim.send_times() == [0]  # no timer A on reliable transports
-    sim.response_in(make_response(txn.request, 503))
+    sim.response_in(make_response(txn_request, 503))
     assert sim.event_names() == ["terminated"]  # timer D = 0
     assert parse_datagram(sim.sent[-1][1]).method == "ACK"
 
@@ -209,8 +216,9 @@ def test_client_invite_reliable(wheel: Any) -> None:
 def test_client_invite_lost_request_then_late_response(wheel: Any) -> None:
     sim = Sim(wheel)
     txn = sim.send(creq())
+    txn_request = txn.request  # released by the final response
     sim.advance(4)  # the first three copies were "lost"
-    sim.response_in(make_response(txn.request, 404, to_tag="x"))
+    sim.response_in(make_response(txn_request, 404, to_tag="x"))
     assert txn.state == "completed" and [m.status for _, m in sim.delivered] == [404]
     assert sim.send_times()[:4] == [0, 0.5, 1.5, 3.5]
 
@@ -239,8 +247,9 @@ def test_client_non_invite_timer_e_caps_at_t2_and_f_times_out(wheel: Any) -> Non
 def test_client_non_invite_proceeding_uses_t2(wheel: Any) -> None:
     sim = Sim(wheel)
     txn = sim.send(creq("REGISTER"))
+    txn_request = txn.request  # released by the final response
     sim.advance(0.2)
-    sim.response_in(make_response(txn.request, 100))
+    sim.response_in(make_response(txn_request, 100))
     assert txn.state == "proceeding"
     sim.advance(13)
     # E keeps its pending 0.5 s, then fires every T2 = 4 s in Proceeding
@@ -250,9 +259,10 @@ def test_client_non_invite_proceeding_uses_t2(wheel: Any) -> None:
 def test_client_non_invite_final_then_timer_k(wheel: Any) -> None:
     sim = Sim(wheel)
     txn = sim.send(creq("OPTIONS"))
-    sim.response_in(make_response(txn.request, 200, to_tag="a"))
+    txn_request = txn.request  # released by the final response
+    sim.response_in(make_response(txn_request, 200, to_tag="a"))
     assert txn.state == "completed"
-    sim.response_in(make_response(txn.request, 200, to_tag="a"))  # absorbed
+    sim.response_in(make_response(txn_request, 200, to_tag="a"))  # absorbed
     assert len(sim.delivered) == 1
     sim.advance(10)
     assert sim.send_times() == [0]
@@ -262,7 +272,8 @@ def test_client_non_invite_final_then_timer_k(wheel: Any) -> None:
 def test_client_non_invite_reliable_terminates_at_once(wheel: Any) -> None:
     sim = Sim(wheel, reliable=True)
     txn = sim.send(creq("OPTIONS"))
-    sim.response_in(make_response(txn.request, 200, to_tag="a"))
+    txn_request = txn.request  # released by the final response
+    sim.response_in(make_response(txn_request, 200, to_tag="a"))
     assert sim.event_names() == ["terminated"]
 
 
@@ -276,11 +287,13 @@ def test_client_non_invite_transport_error(wheel: Any) -> None:
 def test_client_keys_separate_invite_and_cancel(wheel: Any) -> None:
     sim = Sim(wheel)
     inv = sim.send(creq())
-    cancel = sim.send(make_cancel(inv.request))
+    inv_request = inv.request  # released by the final response
+    cancel = sim.send(make_cancel(inv_request))
+    cancel_request = cancel.request  # released by the final response
     assert cancel.method == "CANCEL"
-    sim.response_in(make_response(cancel.request, 200))
+    sim.response_in(make_response(cancel_request, 200))
     assert cancel.state == "completed" and inv.state == "calling"
-    sim.response_in(make_response(inv.request, 487, to_tag="z"))
+    sim.response_in(make_response(inv_request, 487, to_tag="z"))
     assert inv.state == "completed"
     with pytest.raises(ValueError):
         sim.send(creq())  # same branch while the first one lives
@@ -335,8 +348,10 @@ def test_server_invite_ack_confirms_then_timer_i(wheel: Any) -> None:
 def test_server_invite_2xx_accepted_rfc6026(wheel: Any) -> None:
     sim = Sim(wheel)
     txn = sim.request_in(req())
+    request = txn.request
     sim.respond(txn, 200, to_tag="s1")
     assert txn.state == "accepted"
+    assert txn.request is None and txn.last_response is None and txn.last_data is not None
     n = len(sim.sent)
     sim.request_in(req())  # retransmitted INVITE absorbed in Accepted
     assert len(sim.sent) == n
@@ -347,7 +362,7 @@ def test_server_invite_2xx_accepted_rfc6026(wheel: Any) -> None:
     sim.advance(40)
     assert sim.event_names() == ["terminated"] and abs(sim.events[0][0] - 32.0) < EPS  # L
     with pytest.raises(ValueError):
-        sim.layer.send_response(txn, make_response(txn.request, 486), sim.now)
+        sim.layer.send_response(txn, make_response(request, 486), sim.now)
 
 
 def test_server_invite_ack_for_2xx_has_no_transaction(wheel: Any) -> None:
@@ -415,6 +430,7 @@ def test_rfc2543_matching_without_magic_cookie(wheel: Any) -> None:
 def test_server_non_invite_full_walk(wheel: Any) -> None:
     sim = Sim(wheel)
     txn = sim.request_in(req("REGISTER"))
+    request = txn.request
     assert txn.state == "trying" and len(sim.delivered) == 1
     sim.request_in(req("REGISTER"))
     assert sim.sent == []  # Trying discards retransmissions
@@ -424,6 +440,8 @@ def test_server_non_invite_full_walk(wheel: Any) -> None:
     assert [parse_datagram(d).status for _, d, _ in sim.sent] == [100, 100]
     sim.respond(txn, 200, to_tag="r1")
     assert txn.state == "completed"
+    # Completed keeps only the key, the destination and the bytes that answer retransmissions
+    assert txn.request is None and txn.last_response is None and txn.last_data is not None
     sim.advance(1)
     sim.request_in(req("REGISTER"))
     assert [parse_datagram(d).status for _, d, _ in sim.sent] == [100, 100, 200, 200]
@@ -433,7 +451,7 @@ def test_server_non_invite_full_walk(wheel: Any) -> None:
     again = sim.request_in(req("REGISTER"))  # after J a copy is a new request for the TU
     assert again is not txn and len(sim.delivered) == 2
     with pytest.raises(ValueError):
-        sim.layer.send_response(txn, make_response(txn.request, 200), sim.now)
+        sim.layer.send_response(txn, make_response(request, 200), sim.now)
 
 
 def test_server_non_invite_reliable(wheel: Any) -> None:

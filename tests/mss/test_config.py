@@ -246,6 +246,7 @@ idle_timeout = 30
 max_connections_per_source = 8
 max_connections = 100
 use_uvloop = false
+gc_threshold = 0
 recv_buffer = 1048576
 
 [tls]
@@ -322,6 +323,27 @@ enabled = true
 allow_insecure_remote = true
 tls_cert_file = "/etc/mss/api-cert.pem"
 tls_key_file = "/etc/mss/api-key.pem"
+
+[smtp]
+host = "smtp.example.com"
+port = 2525
+security = "tls"
+user = "mss"
+password = "smtp-secret"
+from_address = "voicemail@example.com"
+ca_file = "/etc/mss/smtp-ca.pem"
+timeout = 10
+retry_min = 5
+retry_max = 600
+give_up_after = 86400
+
+[media]
+rtp_port_min = 30000
+rtp_port_max = 30100
+rtp_host = "192.0.2.5"
+
+[voicemail]
+silence_timeout = 4.5
 """
 
 
@@ -336,6 +358,7 @@ def test_toml_every_section(tmp_path: Path) -> None:
     ]
     assert cfg.transport.idle_timeout == 30.0 and isinstance(cfg.transport.idle_timeout, float)
     assert cfg.transport.use_uvloop is False
+    assert cfg.transport.gc_threshold == 0
     assert cfg.tls.ca_file == "/etc/mss/ca.pem"
     assert (cfg.stun.enabled, cfg.stun.port, cfg.stun.host) == (False, 0, "::")
     assert cfg.timers.t2 == 2.0
@@ -347,6 +370,9 @@ def test_toml_every_section(tmp_path: Path) -> None:
     assert cfg.storage.backend == "memory"
     assert cfg.log.format == "json"  # case-folded to the canonical choice
     assert cfg.api.host == "0.0.0.0"
+    assert (cfg.smtp.security, cfg.smtp.effective_port) == ("tls", 2525)
+    assert (cfg.media.rtp_port_min, cfg.media.rtp_port_max, cfg.media.rtp_host) == (30000, 30100, "192.0.2.5")
+    assert cfg.voicemail.silence_timeout == 4.5
     # Everything differs from the defaults, so every key was read.
     flat = dict(flatten(config_to_dict(cfg)))
     defaults = dict(flatten(config_to_dict(DEFAULT_CONFIG)))

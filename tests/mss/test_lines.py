@@ -198,7 +198,10 @@ def test_registers_refreshes_and_unregisters_on_stop(tmp_path: Path) -> None:
                 regs = server.line_registrations
                 assert regs.registered_contact("l1") == f"<sip:alice@127.0.0.1:{server.port()}>"
                 assert regs.line_for_incoming("alice", "127.0.0.1", reg.addr[1]).id == "l1"
-                assert regs.line_for_incoming(None, "127.0.0.1", 5060).id == "l1"
+                assert regs.line_for_incoming(None, "127.0.0.1", reg.addr[1]).id == "l1"
+                # the provider's host alone (another port, another user) is not enough
+                assert regs.line_for_incoming(None, "127.0.0.1", 5060) is None
+                assert regs.line_for_incoming("1001", "127.0.0.1", 5060) is None
                 assert regs.line_for_incoming("alice", "192.0.2.1", reg.addr[1]) is None
             # stopping the server removed the binding (REGISTER with Expires: 0)
             assert reg.unregistrations() and not reg.bindings

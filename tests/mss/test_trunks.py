@@ -3,9 +3,10 @@
 The up/down test pings a real sipp UAS answering OPTIONS (``scenarios/options_uas.xml``), then
 stops it: the trunk goes down; started again, it comes back up.
 
-Calls through trunks and their limits need the B2BUA (issue 5); here the counting API it will
-use (``TrunkService.admit`` / ``release``) is checked on its own, including a randomized run
-that ends every call in every way and checks that the counts return to 0.
+Here the counting API (``TrunkService.admit`` / ``release``) is checked on its own, including a
+randomized run that ends every call in every way and checks that the counts return to 0. Calls
+through trunks (limits, 503, events, fallback, the same randomized run through the B2BUA) are
+in ``test_external_calls.py``.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def test_options_ping_up_and_down_with_sipp(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with running(tmp_path, **FAST) as server:
+            warnings = server.hub.subscribe(["trunkWarning"])
             with start_sipp_uas(scenario="options_uas.xml", timeout=60) as uas:
                 port = uas.port
                 await server.storage.trunks.add(TrunkRecord("sipp", "127.0.0.1", port))
@@ -189,6 +191,8 @@ def test_options_ping_up_and_down_with_sipp(tmp_path: Path) -> None:
                 assert result.successful >= 1, result.describe()
             st = await wait_trunk(server, "sipp", TrunkState.DOWN, timeout=5)
             assert st.status is None and "no answer" in st.reason
+            event = await asyncio.wait_for(warnings.get(), 5)  # on the API's /events channel
+            assert event is not None and (event["trunk"], event["warning"]) == ("sipp", "down")
             # the peer comes back on the same port
             with start_sipp_uas(scenario="options_uas.xml", port=port, timeout=60):
                 await wait_trunk(server, "sipp", TrunkState.UP, timeout=5)

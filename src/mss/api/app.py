@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import TokenGate
 from .problems import ApiProblem, install_problem_handlers, problem_response
-from .routes import cdr, events, metrics, mss_compat, pbx, security, system, users
+from .routes import cdr, events, metrics, mss_compat, pbx, security, system, users, voicemail
 from .services import ApiServices
 
 __all__ = ("MAX_BODY", "create_api")
@@ -104,6 +104,8 @@ def create_api(services: ApiServices, *, max_body: int = MAX_BODY, **fastapi_kw:
         app.include_router(system.calls_router)
     if services.lines is not None and services.trunks is not None:
         app.include_router(pbx.router)
+    if services.voicemail is not None:
+        app.include_router(voicemail.router)
     app.include_router(metrics.router)
     app.include_router(events.router)
     app.include_router(mss_compat.router)

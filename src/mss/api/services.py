@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..features.lines import LineService
     from ..features.security import SecurityPolicy
     from ..features.trunks import TrunkService
+    from ..features.voicemail import VoicemailService
 
 __all__ = (
     "ActiveCallsView",
@@ -54,6 +55,11 @@ class ActiveCallsView(Protocol):
     def active_calls(self) -> Sequence[Mapping[str, Any]]:
         """One mapping per call: ``id``, ``caller``, ``callee``, ``state``, ``setup_at``,
         ``answer_at``, ``call_id``, ``caller_addr``."""
+        ...
+
+    def hangup_call(self, id: str, reason: str) -> bool:
+        """Release call ``id`` from the server side (BYE both sides, or CANCEL + 480 with a
+        Reason header); False when no such call is in progress."""
         ...
 
 
@@ -133,12 +139,13 @@ class ApiServices:
         system: ``GET /system``.
         security: bans and IP lists (the running security policy).
         blacklist: the running system blacklist (reloaded after API writes).
-        calls: active calls (``GET /calls``).
+        calls: active calls (``GET /calls``, ``DELETE /calls/{id}``).
         lines, trunks: the external-line and trunk services (``/lines``, ``/trunks``,
             ``/routes``; states and call counts in ``/metrics``).
         core, transport: SIP counters for ``/metrics``.
         counters: named ``stats`` dicts for ``/metrics`` (``registrar``, ``auth``, ``calls``...).
         api_listen: the API's own ``host:port`` (shown by ``/system``).
+        voicemail: the voicemail mailbox (``/voicemail``).
     """
 
     storage: Storage
@@ -158,3 +165,4 @@ class ApiServices:
     transport: TransportCounters | None = None
     counters: Mapping[str, StatsSource] | None = None
     api_listen: str = ""
+    voicemail: VoicemailService | None = None

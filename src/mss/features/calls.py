@@ -15,8 +15,10 @@ B2BUA asks, in this order:
    no hook is registered, so plain calls stay on the synchronous fast path.
 3. :meth:`CallService.route` — the dial plan: an ordered list of steps, each a function
    ``(RouteRequest) -> Routing | None``; the first step that returns a :class:`Routing` decides.
-   This issue has one step, local users (:meth:`CallService.local_user_step`); external lines
-   and trunks insert theirs before it. No step matched → 404.
+   The last step is local users (:meth:`CallService.local_user_step`); external lines and
+   trunks (:mod:`mss.features.external`, wired as :attr:`CallService.external`) insert the
+   dial-plan step before it, and also identify callers from trunks and line providers
+   (:meth:`CallService.external_caller`) and count their calls. No step matched → 404.
 
 Outcomes (docs/pbx-behaviour): unknown number → 404; user known but no binding and no
 IP-authorized address → 480; callee over its ``max_calls`` → 486; caller over its limits → 403.
@@ -39,13 +41,16 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..storage.base import BindingRecord, UserRecord
 from .location import LocationService
 from .users import UserDirectory
 
 __all__ = (
+    "ADMIN_RELEASE",
     "CONTINUE",
+    "CallControl",
     "CallCounter",
     "CallHook",
     "CallInfo",
@@ -54,6 +59,7 @@ __all__ = (
     "Decision",
     "Destination",
     "DialStep",
+    "ExternalCalls",
     "Reject",
     "RouteRequest",
     "RouteTo",
@@ -249,6 +255,8 @@ class Destination:
         port: its port.
         route: Route header values to put on the request (the binding's Path, RFC 3327).
         label: what CDRs record as the callee address (``"udp:192.0.2.7:5060"``).
+        credentials: whose credentials answer a 401/407 on this leg (``"line:prov"``; ``""``
+            = none: the challenge is relayed to the caller as 480).
     """
 
     uri: str
@@ -257,6 +265,7 @@ class Destination:
     port: int
     route: tuple[str, ...] = ()
     label: str = ""
+    credentials: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +300,8 @@ class Routing:
         direction: the CDR direction (``"internal"``, ``"outbound"``...).
         from_user: the caller number to present on the new leg (None = the caller's own).
         domain: the host part for From/To of the new leg (None = the server's domain).
+        fallback: ``() -> Routing | None``: the dial plan's next route, asked for when every
+            leg of this routing answered 5xx (it frees this route's holds first); None = none.
     """
 
     status: int = 0
@@ -302,6 +313,7 @@ class Routing:
     direction: str = "internal"
     from_user: str | None = None
     domain: str | None = None
+    fallback: Callable[[], Routing | None] | None = field(default=None, compare=False)
 
     @property
     def rejected(self) -> bool:
@@ -309,6 +321,29 @@ class Routing:
 
 
 DialStep = Callable[[RouteRequest], Routing | None]
+
+#: the reason recorded and sent when an operator releases a call (API ``DELETE /calls/{id}``)
+ADMIN_RELEASE = "Released by the administrator"
+
+
+class CallControl(Protocol):
+    """What the call layer (the B2BUA) registers in :attr:`CallService.control`."""
+
+    def hangup(self, id: str, reason: str) -> bool:
+        """Release call ``id`` from the server side; False when no such call is in progress."""
+        ...
+
+
+class ExternalCalls(Protocol):
+    """What :class:`CallService` asks about calls from and to lines and trunks."""
+
+    def caller(
+        self, transport: str, host: str, port: int, ruri_user: str | None, from_user: str | None
+    ) -> UserRecord | None: ...
+
+    def admit(self, caller: UserRecord, call_id: str) -> Reject | None: ...
+
+    def release(self, call_id: str) -> None: ...
 
 
 def parse_source(text: str) -> tuple[str, str, int] | None:
@@ -399,15 +434,49 @@ class CallService:
         self.hooks: list[CallHook] = list(hooks)
         #: the dial plan; issue 7 inserts line/trunk steps before the local-user step.
         self.steps: list[DialStep] = [self.local_user_step]
+        #: calls through external lines and SIP trunks (:mod:`mss.features.external`), if wired
+        self.external: ExternalCalls | None = None
+        #: the call layer's controls (hang up), registered by the B2BUA when it starts
+        self.control: CallControl | None = None
         self.stats = {"admitted": 0, "rejected": 0, "routed": 0}
+
+    # -- live control (issue 8: the API hangs up active calls) ------------------------------
+    def hangup(self, id: str, *, reason: str = ADMIN_RELEASE) -> bool:
+        """Release an active call from the server side (BYE both sides, or CANCEL + 480).
+
+        Args:
+            id: the call's id (``GET /calls``, the CDR id).
+            reason: the text of the Reason header sent and of the CDR reason.
+
+        Returns:
+            False when no call layer runs or no call with this id is in progress.
+        """
+        if self.control is None:
+            return False
+        return self.control.hangup(id, reason)
+
+    # -- 0. callers from outside (trunks, external lines) ------------------------------------
+    def external_caller(
+        self, transport: str, host: str, port: int, ruri_user: str | None, from_user: str | None
+    ) -> UserRecord | None:
+        """The caller of a request from a SIP trunk or a line's provider (trusted, no digest).
+
+        None for every other source: it is identified as a local user (IP or digest).
+        """
+        if self.external is None:
+            return None
+        return self.external.caller(transport, host, port, ruri_user, from_user)
 
     # -- 1. admission -----------------------------------------------------------------------
     def admit(self, caller: UserRecord, call_id: str) -> Reject | None:
         """Check the caller's limits and take its outgoing hold (released by :meth:`release`).
 
         Returns:
-            None when admitted, else the 403 rejection naming the limit.
+            None when admitted, else the 403 rejection naming the limit (503 for a trunk or
+            line over its incoming limit).
         """
+        if self.external is not None and caller.extra and "external" in caller.extra:
+            return self.external.admit(caller, call_id)
         hit = self.counter.acquire(
             f"user:{caller.number}",
             "out",
@@ -430,6 +499,8 @@ class CallService:
     def release(self, call_id: str) -> None:
         """Free every hold of a call (idempotent): call this on every way a call ends."""
         self.counter.release(call_id)
+        if self.external is not None:
+            self.external.release(call_id)
 
     # -- 2. policy hooks --------------------------------------------------------------------
     def on_call(self, hook: CallHook) -> CallHook:

@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 The dial plan is an ordered table of rules (:class:`~mss.storage.base.RouteRecord`, managed with
 ``mss route add|del|list``). :meth:`DialPlan.resolve` answers, for a dialled number, the list of
-:class:`RouteStep` to try in order: the primary route, then its fallbacks. The B2BUA (issue 5)
-calls it for every call it does not answer itself and tries the next step when a step answers
-5xx or is over its concurrent-call limit.
+:class:`RouteStep` to try in order: the primary route, then its fallbacks. The call layer
+(:mod:`mss.features.external`, for the B2BUA) calls it for every new call and tries the next
+step when a step is over its concurrent-call limit, or when every leg of it answered 5xx.
 
 Rules, in the order they are applied:
 

@@ -18,8 +18,12 @@ Event types and their JSON shapes are documented in ``docs/api.md``:
   records (logger ``mss.security``, records carrying ``event``: ``ban``, ``unban``,
   ``drop_summary``, ``call_blocked``) into events and into :class:`~.decisions.DecisionLog`
   entries, until the security feature publishes itself;
-* ``callStatus``, ``lineStatus``, ``trunkWarning`` — the call, line and trunk features publish
-  them with ``hub.publish({"type": "callStatus", ...})`` (the server hands them the hub).
+* ``callStatus`` — the B2BUA publishes ``setup`` (INVITE accepted for routing), ``alerting``
+  (first 180/183), ``answered`` (first 2xx) and ``released`` (every way a call ends, with the
+  final status, cause, reason, who hung up and the CDR result), built by
+  :func:`call_status_event` from the call's record;
+* ``lineStatus``, ``trunkWarning`` — the line and trunk features publish them with
+  ``hub.publish({"type": "lineStatus", ...})`` (the server hands them the hub).
 """
 
 from __future__ import annotations
@@ -32,15 +36,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..storage.base import BindingRecord
+from .cdr import CallLog
 from .decisions import DecisionSink, normalise_ip
 
 __all__ = (
+    "CALL_STATES",
     "EVENT_TYPES",
     "EventHub",
     "EventPublisher",
     "SecurityLogBridge",
     "Subscription",
     "UserStatusTracker",
+    "call_status_event",
 )
 
 log = logging.getLogger("mss.events")
@@ -259,6 +266,48 @@ class UserStatusTracker:
             ],
             "at": round(now, 3),
         }
+
+
+# --------------------------------------------------------------------------------------------
+# callStatus
+# --------------------------------------------------------------------------------------------
+
+#: the states of a ``callStatus`` event, in the order a call goes through them
+CALL_STATES = ("setup", "alerting", "answered", "released")
+
+
+def call_status_event(state: str, call: CallLog) -> dict[str, Any]:
+    """The ``callStatus`` event of a call entering ``state`` (one of :data:`CALL_STATES`).
+
+    Times are epoch seconds (None until reached); ``status`` is the final SIP status sent to the
+    caller (200 once answered), ``cause`` / ``reason`` the release cause (a received ``Reason``
+    header, else ours), ``hangup`` who ended it and ``result`` the CDR result — the last ones are
+    set in ``released`` only.
+    """
+    released = state == "released"
+    return {
+        "type": "callStatus",
+        "state": state,
+        "id": call.id,
+        "call_id": call.call_id,
+        "caller": call.caller,
+        "dialed": call.dialed,
+        "callee": call.callee or call.dialed,
+        "caller_addr": call.caller_addr,
+        "callee_addr": call.callee_addr,
+        "direction": call.direction,
+        "route": call.route,
+        "setup_at": call.setup_at,
+        "ring_at": call.ring_at,
+        "answer_at": call.answer_at,
+        "end_at": call.end_at if released else None,
+        "duration": call.duration if released else 0.0,
+        "status": call.status,
+        "cause": call.cause,
+        "reason": call.reason,
+        "hangup": call.hangup if released else "",
+        "result": call.result if released else None,
+    }
 
 
 # --------------------------------------------------------------------------------------------

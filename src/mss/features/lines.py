@@ -61,6 +61,7 @@ __all__ = (
     "LineStatus",
     "aor_domain",
     "auth_username",
+    "line_numbers",
     "line_target",
     "parse_hostport",
     "read_reg_same_dialog",
@@ -326,6 +327,21 @@ def check_line(line: LineRecord) -> None:
         raise ValueError(f"auth_user: not a user name: {line.auth_user!r}")
     if line.register and line.expires < 1:
         raise ValueError("expires: must be >= 1 for a line that registers")
+    numbers = line.extra.get("numbers") if line.extra else None
+    if numbers is not None:
+        if not isinstance(numbers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and v for k, v in numbers.items()
+        ):
+            raise ValueError("numbers: a map of called number -> local user")
+        for k, v in numbers.items():
+            if any(c.isspace() or c in "@:;<>=" for c in k + v):
+                raise ValueError(f"numbers: not a number: {k!r} -> {v!r}")
+
+
+def line_numbers(line: LineRecord) -> dict[str, str]:
+    """The line's map of called numbers (DIDs) to local users (``extra["numbers"]``)."""
+    numbers = line.extra.get("numbers") if line.extra else None
+    return dict(numbers) if isinstance(numbers, dict) else {}
 
 
 # -- the service ------------------------------------------------------------------------------

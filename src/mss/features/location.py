@@ -38,6 +38,7 @@ class LocationService:
         self._staged: dict[str, list[BindingRecord]] = {}
         self._waiters: list[Done] = []
         self._flush_scheduled = False
+        self._flush_task: asyncio.Task[None] | None = None
         self.commits = 0
         self.committed_changes = 0
         #: called as ``on_expired(aor, live_bindings)`` when a sweep dropped expired bindings
@@ -84,8 +85,10 @@ class LocationService:
         self._staged[aor] = new
         self._waiters.append(done)
         if not self._flush_scheduled:
+            # The task's first step runs on the loop's next turn, after every datagram of this
+            # turn was handled: their changes go into the same commit.
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
 
     async def remove(self, aor: str, contact: str | None = None) -> list[BindingRecord]:
         """Force-unregister: remove ``aor``'s bindings (or only the one for ``contact``).
@@ -118,9 +121,6 @@ class LocationService:
     def drop(self, aor: str) -> None:
         """Forget an AOR in memory (its user was deleted; storage already removed the rows)."""
         self._bindings.pop(aor, None)
-
-    def _start_flush(self) -> None:
-        asyncio.ensure_future(self._flush())
 
     async def _flush(self) -> None:
         staged, waiters = self._staged, self._waiters

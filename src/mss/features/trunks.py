@@ -18,7 +18,7 @@ A SIP trunk (:class:`~mss.storage.base.TrunkRecord`, ``mss trunk add|set|del|lis
   ``[trunks] ping_failures`` pings in a row got no answer (timeout or transport failure),
   ``disabled`` for a disabled trunk or one with pings off. Every change is logged (logger
   ``mss.trunks``) and published as ``trunk.status.<id>`` in the kv store for ``mss trunk list``.
-* the concurrent-call limits (for the B2BUA, issue 5): :meth:`TrunkService.admit` /
+* the concurrent-call limits (used by :mod:`mss.features.external`): :meth:`TrunkService.admit` /
   :meth:`TrunkService.release` keep the *set* of active call ids per trunk and direction, so a
   count can never go negative or leak through a double release: a call id is counted once,
   released once, and :meth:`TrunkService.clear_calls` empties everything (restart).
@@ -157,6 +157,8 @@ class TrunkService:
         self._calls: dict[tuple[str, str], set[str]] = {}
         self._dirty: set[str] = set()
         self._publisher: asyncio.Task[None] | None = None
+        #: called as ``listener(status, previous_state)`` on every up/down change
+        self.listeners: list[Callable[[TrunkStatus, TrunkState], None]] = []
 
     # -- loading ----------------------------------------------------------------------------
     async def load(self) -> None:
@@ -246,6 +248,10 @@ class TrunkService:
             trunk_id = self._by_host.get(host)
         return None if trunk_id is None else self._trunks.get(trunk_id)
 
+    def addresses(self, trunk_id: str) -> tuple[str, ...]:
+        """The addresses a trunk's host name resolved to (empty for an IP or not yet resolved)."""
+        return self._resolved.get(trunk_id, ())
+
     def status(self, trunk_id: str) -> TrunkStatus | None:
         return self._status.get(trunk_id)
 
@@ -292,6 +298,11 @@ class TrunkService:
                 extra={"trunk": trunk_id, "state": new.value, "previous": old.value,
                        "status": status, "reason": reason},
             )
+            for listener in list(self.listeners):
+                try:
+                    listener(st, old)
+                except Exception:
+                    log.exception("trunk state listener failed")
         self._publish(trunk_id)
         return st
 

@@ -50,13 +50,15 @@ class UserError(MssError):
 class IpGrant:
     """One IP-authorization entry of a user."""
 
-    __slots__ = ("network", "number", "port", "text")
+    __slots__ = ("exact", "network", "number", "port", "text")
 
     def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network, port: int | None, number: str, text: str) -> None:
         self.network = network
         self.port = port
         self.number = number
         self.text = text
+        #: the canonical text of a single-address grant (a fast path before parsing the source)
+        self.exact = str(network.network_address) if network.num_addresses == 1 else None
 
     @property
     def host(self) -> str | None:
@@ -105,13 +107,19 @@ class UserDirectory:
         self.storage = storage
         self.realm = realm
         self._users: dict[str, UserRecord] = {}
-        self._grants: list[IpGrant] = []
+        #: IP grants per user number, most specific first. A request is IP-authorized only as
+        #: its From user, so ``ip_user`` looks at that user's grants alone (no scan of all).
+        self._grants: dict[str, list[IpGrant]] = {}
+        #: parsed source addresses (a few distinct hosts send most requests); bounded
+        self._addresses: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None] = {}
 
     # -- loading ----------------------------------------------------------------------------
     async def load(self) -> None:
         users = await self.storage.users.list()
         self._users = {u.number: u for u in users}
-        self._rebuild_grants()
+        self._grants = {}
+        for user in users:
+            self._index_grants(user.number)
 
     async def reload(self, numbers: Iterable[str]) -> None:
         """Reload the given users from storage (after change-feed notifications)."""
@@ -121,20 +129,24 @@ class UserDirectory:
                 self._users.pop(number, None)
             else:
                 self._users[number] = user
-        self._rebuild_grants()
+            self._index_grants(number)
 
-    def _rebuild_grants(self) -> None:
+    def _index_grants(self, number: str) -> None:
+        """Recompute the IP grants of one user (after it was loaded, changed or removed)."""
+        user = self._users.get(number)
         grants = []
-        for user in self._users.values():
+        if user is not None:
             for text in user.allow_ips:
                 try:
                     net, port = parse_allow_ip(text)
                 except ValueError:
                     continue
-                grants.append(IpGrant(net, port, user.number, text))
-        # most specific first
-        grants.sort(key=lambda g: -g.network.prefixlen)
-        self._grants = grants
+                grants.append(IpGrant(net, port, number, text))
+        if grants:
+            grants.sort(key=lambda g: -g.network.prefixlen)  # most specific first
+            self._grants[number] = grants
+        else:
+            self._grants.pop(number, None)
 
     # -- queries (hot path) -----------------------------------------------------------------
     def get(self, number: str) -> UserRecord | None:
@@ -148,19 +160,39 @@ class UserDirectory:
 
     def ip_user(self, host: str, port: int, from_user: str | None) -> UserRecord | None:
         """The user IP-authorized for a request from ``host:port`` with this From user."""
-        if not self._grants or from_user is None:
+        if from_user is None:
             return None
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
+        grants = self._grants.get(from_user)
+        if grants is None:
             return None
-        for g in self._grants:
-            if g.number == from_user and addr in g.network and (g.port is None or g.port == port):
-                return self._users.get(g.number)
+        for g in grants:  # the common case: a single address, as the socket spells it
+            if g.exact == host and (g.port is None or g.port == port):
+                return self._users.get(from_user)
+        addr = self._address(host)
+        if addr is None:
+            return None
+        for g in grants:
+            if addr in g.network and (g.port is None or g.port == port):
+                return self._users.get(from_user)
         return None
 
+    def _address(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        cache = self._addresses
+        try:
+            return cache[host]
+        except KeyError:
+            pass
+        try:
+            addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+        except ValueError:
+            addr = None
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[host] = addr
+        return addr
+
     def grants_for(self, number: str) -> list[IpGrant]:
-        return [g for g in self._grants if g.number == number]
+        return list(self._grants.get(number, ()))
 
     # -- administration (CLI, API) ----------------------------------------------------------
     def _ha1s(self, number: str, password: str) -> dict[str, str]:
@@ -220,7 +252,7 @@ class UserDirectory:
         except AlreadyExists:
             raise UserError("number", f"user {number} already exists") from None
         self._users[number] = user
-        self._rebuild_grants()
+        self._index_grants(number)
         return user
 
     async def update(self, number: str, *, password: str | None = None, **fields: Any) -> UserRecord:
@@ -242,13 +274,13 @@ class UserDirectory:
         new = replace(user, **changes)
         await self.storage.users.update(new)
         self._users[number] = new
-        self._rebuild_grants()
+        self._index_grants(number)
         return new
 
     async def delete(self, number: str) -> bool:
         ok = await self.storage.users.delete(number)
         self._users.pop(number, None)
-        self._rebuild_grants()
+        self._index_grants(number)
         return bool(ok)
 
 

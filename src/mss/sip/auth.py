@@ -85,12 +85,29 @@ class Authenticator:
         #: where failed credentials are recorded for ``GET /explain`` (optional)
         self.decisions = decisions
         self.stats = {"challenges": 0, "failures": 0, "successes": 0, "stale": 0}
+        #: challenge values with an empty nonce, per ``stale``: only the nonce changes per
+        #: challenge, so it is put into the template instead of formatting every value again
+        self._templates: dict[bool, list[tuple[str, str]]] = {}
+
+    def _challenge_values(self, nonce: str, stale: bool) -> list[str]:
+        parts = self._templates.get(stale)
+        if parts is None:
+            values = challenge_values(self.realm, "", stale=stale, algorithms=self.algorithms)
+            marker = 'nonce=""'
+            if "nonce" in self.realm or not all(v.count(marker) == 1 for v in values):
+                return challenge_values(self.realm, nonce, stale=stale, algorithms=self.algorithms)
+            parts = self._templates[stale] = [
+                (v[: v.index(marker) + 7], v[v.index(marker) + 7 :]) for v in values
+            ]
+        if '"' in nonce or "\\" in nonce or not nonce.isprintable():  # never from our factory
+            return challenge_values(self.realm, nonce, stale=stale, algorithms=self.algorithms)
+        return [head + nonce + tail for head, tail in parts]
 
     def challenge(self, ctx: RequestContext, *, proxy: bool, stale: bool = False) -> None:
         """Answer 401 (or 407 for proxy-style requests) with a fresh SHA-256 + MD5 challenge."""
         nonce = self.nonces.make(self._wall())
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        values = challenge_values(self.realm, nonce, stale=stale, algorithms=self.algorithms)
+        values = self._challenge_values(nonce, stale)
         ctx.respond(407 if proxy else 401, headers=[(name, v) for v in values])
 
     def _fail(

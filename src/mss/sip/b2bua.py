@@ -41,12 +41,28 @@ final response is relayed back. BYE is answered 200 at once and a BYE goes to th
 call is over whatever the other side says). PRACK gets its RAck rewritten to the other leg's
 INVITE CSeq. SDP, Session-Expires and Min-SE (RFC 4028) pass through unchanged.
 
+Calls through external lines and SIP trunks (issue 7; the policy is
+:mod:`mss.features.external`): a request from a trunk or a line's provider is identified by
+its address before any user (no challenge); a leg whose destination names ``credentials``
+answers a 401/407 once with the line's digest (same dialog, CSeq + 1, :meth:`B2bua.authorize`);
+when every leg answered 5xx and the routing has a ``fallback``, the call is re-sent there.
+
 Every way a call ends — final non-2xx, caller CANCEL, no-answer timer, BYE from either side, 2xx
 never ACKed, shutdown — goes through :meth:`B2bua._end`, which releases the call-limit holds,
 stops the timers and writes the call record (:class:`~mss.features.cdr.CdrService`).
+A caller's CANCEL passes its ``Reason`` (RFC 3326) on to the callee legs and into the record.
+:meth:`B2bua.hangup` (registered as ``CallService.control``, the API's ``DELETE /calls/{id}``)
+releases a call from the server side: BYE both sides, or CANCEL the legs and 480 the caller.
+Each call publishes ``callStatus`` events (setup, alerting, answered, released) to
+:attr:`B2bua.events` when the server wires its event hub there.
 
 Out-of-dialog MESSAGE (RFC 3428 pager mode) from a user to a local user is forked the same way,
 as non-INVITE transactions; the first 2xx or the best final response is relayed back.
+
+Voicemail (issue 10): where a call to a user fails — the dial plan's 480/486, every leg failed
+(busy: 486/600/603, offline: 408/480/503), the no-answer timer — and before forking (``always``),
+:meth:`B2bua._to_voicemail` asks :mod:`mss.sip.voicemail`, which may answer the caller itself;
+requests and ACKs on such a call's dialog go there too.
 """
 
 from __future__ import annotations
@@ -58,7 +74,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastsip.message import Request, Response, make_cancel
 from fastsip.transaction import ClientTransaction
@@ -66,11 +82,16 @@ from fastsip.transaction import ClientTransaction
 from ..features.blacklist import SystemBlacklist
 from ..features.calls import CONTINUE, CallInfo, CallService, Decision, Destination, Reject, Routing
 from ..features.cdr import CallLog, CdrService
+from ..features.events import EventPublisher, call_status_event
 from ..features.users import UserDirectory
 from ..storage.base import UserRecord
 from .addressing import Source, Target
 from .auth import Authenticator
 from .core import RequestContext, SipCore
+
+if TYPE_CHECKING:
+    from ..features.voicemail import VoicemailBox
+    from .voicemail import VoicemailAnswerer, VoicemailMedia
 
 __all__ = ("B2bua", "Call", "Leg", "best_response", "parse_reason")
 
@@ -163,6 +184,7 @@ class Leg:
     __slots__ = (
         "ack_waits",
         "acks",
+        "auth_rounds",
         "byed",
         "call",
         "call_id",
@@ -170,6 +192,7 @@ class Leg:
         "cancel_reason",
         "cancelled",
         "contact",
+        "credentials",
         "dest",
         "final",
         "invite",
@@ -229,6 +252,9 @@ class Leg:
         self.ack_waits: dict[int, _AckWait] = {}
         #: an INVITE relayed on this leg is pending (glare → 491)
         self.relay_pending = False
+        #: callee legs through a line: whose credentials answer a 401/407, and how often did
+        self.credentials = ""
+        self.auth_rounds = 0
 
     def next_cseq(self) -> int:
         self.local_cseq += 1
@@ -280,6 +306,7 @@ class Call:
         "routing",
         "state",
         "user",
+        "voicemail",
         "winner",
     )
 
@@ -300,6 +327,8 @@ class Call:
         self.no_answer: Any = None
         self.routing: Routing | None = None
         self.max_forwards = 70
+        #: the voicemail answered this call (mss.sip.voicemail.VoicemailCall), issue 10
+        self.voicemail: Any = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.info.caller}->{self.info.callee} {self.state}>"
@@ -325,6 +354,8 @@ class B2bua:
         is_self: Callable[[str, str, int], bool] = lambda t, h, p: False,
         max_forwards: int = 70,
         wall: Callable[[], float] = time.time,
+        voicemail: VoicemailBox | None = None,
+        voicemail_media: VoicemailMedia | None = None,
     ) -> None:
         self.core = core
         self.users = users
@@ -337,6 +368,12 @@ class B2bua:
         self.is_self = is_self
         self.max_forwards = max_forwards
         self.wall = wall
+        #: issue 10: the answering machine for calls to users with voicemail (mss.sip.voicemail)
+        self.voicemail: VoicemailAnswerer | None = None
+        if voicemail is not None:
+            from .voicemail import VoicemailAnswerer, VoicemailMedia
+
+            self.voicemail = VoicemailAnswerer(self, voicemail, voicemail_media or VoicemailMedia())
         #: (Call-ID, our tag) -> leg: where in-dialog requests and stray responses go
         self._dialogs: dict[tuple[str, str], Leg] = {}
         #: the caller's INVITE context -> its call (CANCEL)
@@ -345,7 +382,13 @@ class B2bua:
         self._relays: dict[RequestContext, tuple[Leg, Request]] = {}
         self._active: dict[str, Call] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        #: ``(credentials, request, challenge) -> (header, value, stale) | None``: answers a
+        #: 401/407 on legs through external lines (``LineRegistrations.authorize``, issue 7)
+        self.authorize: Callable[[str, Request, Response], tuple[str, str, bool] | None] | None = None
         self.stats = {"calls": 0, "answered": 0, "failed": 0, "messages": 0, "relayed": 0}
+        #: where ``callStatus`` events go (the server's event hub; None = not published)
+        self.events: EventPublisher | None = None
+        calls.control = self  # CallService.hangup() reaches calls here (the API's DELETE /calls)
 
     # ========================================================================================
     # helpers
@@ -356,6 +399,14 @@ class B2bua:
 
     def calls_active(self) -> list[Call]:
         return list(self._active.values())
+
+    def _status(self, call: Call, state: str) -> None:
+        """Publish ``callStatus`` ``state`` for ``call`` (issue 8) when an event hub is wired."""
+        if self.events is not None:
+            try:
+                self.events.publish(call_status_event(state, call.log))
+            except Exception:  # an event must never break a call
+                log.exception("callStatus event failed")
 
     def _timers(self) -> Any:
         return self.core.layer.timers
@@ -411,7 +462,11 @@ class B2bua:
         req = ctx.request
         frm = req.from_
         from_user = frm.uri.user if frm is not None else None
-        user = self.users.ip_user(ctx.source.host, ctx.source.port, from_user)
+        src = ctx.source
+        # a SIP trunk or a line's provider: trusted by address (issue 7, mss.features.external)
+        user = self.calls.external_caller(src.transport, src.host, src.port, req.uri.user, from_user)
+        if user is None:
+            user = self.users.ip_user(src.host, src.port, from_user)
         if user is not None:
             return user
         return self.auth.authenticate(ctx, proxy=True)
@@ -454,6 +509,7 @@ class B2bua:
         self.stats["calls"] += 1
         self._active[call.id] = call
         self._by_ctx[ctx] = call
+        self._status(call, "setup")
         if self.blacklist is not None:
             screened = self.blacklist.screen(req, called=dialed, source=source)
             if screened.blocked:
@@ -498,7 +554,11 @@ class B2bua:
         clog.route = routing.route
         clog.direction = routing.direction
         if routing.rejected:
+            if self._to_voicemail(call, routing.status):
+                return
             self._fail(call, routing.status, routing.reason)
+            return
+        if self._to_voicemail(call, "always"):
             return
         dests = [d for d in routing.destinations if not self.is_self(d.transport, d.host, d.port)]
         if not dests:
@@ -573,6 +633,7 @@ class B2bua:
         )
         leg.local_cseq = 1
         leg.invite = invite
+        leg.credentials = dest.credentials
         call.legs.append(leg)
         self._dialogs[(leg.call_id, tag)] = leg
         leg.txn = self.core.send_request(invite, leg.dest, partial(self._leg_callback, leg))
@@ -604,12 +665,15 @@ class B2bua:
                 call.early_leg = leg
             if call.log.ring_at is None:
                 call.log.ring_at = self.wall()
+                self._status(call, "alerting")
             self._relay_to_caller(call, resp)
             return
         if st < 300:
             self._on_leg_2xx(leg, resp)
             return
         # 300-699: the client transaction has ACKed it
+        if st in (401, 407) and leg.credentials and self._answer_challenge(leg, resp):
+            return
         leg.final = resp
         if leg.state != "ended":
             leg.state = "failed"
@@ -622,7 +686,68 @@ class B2bua:
         if all(lg.final is not None for lg in call.legs):
             best = best_response(lg.final for lg in call.legs if lg.final is not None)
             assert best is not None
+            if 500 <= best.status < 600 and self._try_fallback(call):
+                return
             self._answer_failure(call, best)
+
+    # -- calls through lines and trunks (issue 7): digest towards the provider, fallback ----
+    def _answer_challenge(self, leg: Leg, resp: Response) -> bool:
+        """A 401/407 on a leg through a line: the INVITE again with the line's credentials.
+
+        Same Call-ID and From tag, CSeq + 1, new branch (RFC 3261 §22.2); the client
+        transaction has already ACKed the challenge. One answer per leg unless the new
+        challenge says ``stale=true``. False: not answered (the challenge is the leg's final).
+        """
+        call = leg.call
+        invite = leg.invite
+        if self.authorize is None or invite is None or call.state != "ringing":
+            return False
+        if leg.cancel_pending or leg.cancelled:
+            return False
+        answer = self.authorize(leg.credentials, invite, resp)
+        if answer is None:
+            return False
+        header, value, stale = answer
+        if not value or leg.auth_rounds >= 3 or (leg.auth_rounds >= 1 and not stale):
+            return False
+        leg.auth_rounds += 1
+        again = self._request(
+            leg,
+            "INVITE",
+            headers=[*_copied(invite), (header, value)],
+            body=invite.body,
+            cseq=leg.next_cseq(),
+            max_forwards=call.max_forwards,
+        )
+        leg.invite = again
+        leg.state = "calling"  # a CANCEL waits for a provisional of the new transaction (§9.1)
+        leg.txn = self.core.send_request(again, leg.dest, partial(self._leg_callback, leg))
+        return True
+
+    def _try_fallback(self, call: Call) -> bool:
+        """Every leg answered 5xx: try the dial plan's fallback route. False: none usable."""
+        routing = call.routing
+        if routing is None or routing.fallback is None:
+            return False
+        nxt = routing.fallback()
+        if nxt is None or nxt.rejected:
+            return False
+        dests = [d for d in nxt.destinations if not self.is_self(d.transport, d.host, d.port)]
+        if not dests:
+            return False
+        log.info("call %s: route %s answered 5xx, trying %s", call.id, routing.route, nxt.route)
+        call.routing = nxt
+        clog = call.log
+        clog.callee = nxt.callee
+        clog.route = nxt.route
+        clog.direction = nxt.direction
+        call.early_leg = None
+        for dest in dests:
+            self._start_leg(call, dest, nxt)
+        if call.no_answer is not None:
+            self.core.clock.cancel(call.no_answer)
+        call.no_answer = self.core.clock.call_later(nxt.no_answer_timeout, self._on_no_answer, call)
+        return True
 
     def _on_leg_2xx(self, leg: Leg, resp: Response) -> None:
         call = leg.call
@@ -654,6 +779,7 @@ class B2bua:
         clog.callee_addr = f"{leg.dest.transport}:{host}:{leg.dest.port}"
         if self.cdr is not None:
             self.cdr.opened(clog)  # the marker now records the answer time
+        self._status(call, "answered")
         self._cancel_legs(call, except_leg=leg, reason=REASON_ELSEWHERE)
         out = self._relay_to_caller(call, resp)
         if out is not None:
@@ -696,6 +822,8 @@ class B2bua:
                 480,
                 "Temporarily Unavailable",
             )  # the callee's credentials are not the caller's
+        if self._to_voicemail(call, status):
+            return
         cause, text = parse_reason(resp.get("Reason"))
         if cause is not None:
             call.log.cause = cause
@@ -725,24 +853,36 @@ class B2bua:
     # CANCEL, no answer
     # ========================================================================================
     def on_cancel(self, ctx: RequestContext) -> None:
+        # the CANCEL's Reason (RFC 3326) is passed on to the callee legs and kept in the CDR
+        reason_hdr = ctx.cancel.get("Reason") if ctx.cancel is not None else None
         relay = self._relays.pop(ctx, None)
         if relay is not None:
             leg, request = relay
-            self.core.send_request(make_cancel(request), leg.dest)
+            cancel = make_cancel(request)
+            if reason_hdr:
+                cancel.set("Reason", reason_hdr)
+            self.core.send_request(cancel, leg.dest)
             return
         call = self._by_ctx.get(ctx)
         if call is None or call.state not in ("routing", "ringing"):
             return
-        self._cancel_legs(call)
+        self._cancel_legs(call, reason=reason_hdr)
         caller = call.caller
         ctx.respond(487, to_tag=caller.local_tag if caller is not None else None)
-        self._end(call, status=487, hangup="caller", reason="cancelled by the caller")
+        cause, text = parse_reason(reason_hdr)
+        if cause is not None:
+            call.log.cause = cause
+        if text:
+            call.log.reason = text
+        self._end(call, status=487, hangup="caller", reason=text or "cancelled by the caller")
 
     def _on_no_answer(self, call: Call) -> None:
         call.no_answer = None
         if call.state != "ringing":
             return
         self._cancel_legs(call, reason=REASON_NO_ANSWER)
+        if self._to_voicemail(call, "no-answer"):
+            return
         caller = call.caller
         call.ctx.respond(
             480,
@@ -751,6 +891,15 @@ class B2bua:
         )
         call.log.cause = 480
         self._end(call, status=480, hangup="system", reason="No answer", result="no_answer")
+
+    def _to_voicemail(self, call: Call, condition: str | int) -> bool:
+        """Issue 10: the callee's voicemail takes the call over (:mod:`mss.sip.voicemail`).
+
+        ``condition``: ``"no-answer"``, ``"always"``, or the final status the call failed with
+        (486/600/603 = busy; 480/408/503 = offline). True = answered or refused there.
+        """
+        vm = self.voicemail
+        return vm is not None and vm.divert(call, condition)
 
     def _cancel_legs(
         self, call: Call, *, except_leg: Leg | None = None, reason: str | None = None
@@ -825,6 +974,9 @@ class B2bua:
         leg = self._dialogs.get((request.call_id or "", to.tag))
         if leg is None:
             return
+        if leg.call.voicemail is not None and self.voicemail is not None:
+            self.voicemail.on_ack(leg, request)
+            return
         cseq = request.cseq
         n = cseq.seq if cseq is not None else -1
         aw = leg.ack_waits.pop(n, None)
@@ -888,6 +1040,9 @@ class B2bua:
         leg = self._dialogs.get((req.call_id or "", to.tag if to is not None and to.tag else ""))
         if leg is None or leg.state == "ended" or leg.call.state == "ended":
             ctx.respond(481)
+            return
+        if leg.call.voicemail is not None and self.voicemail is not None:
+            self.voicemail.on_request(ctx, leg)  # the server is the other party (issue 10)
             return
         if req.method == "BYE":
             self._on_bye(ctx, leg)
@@ -1002,6 +1157,8 @@ class B2bua:
             return
         answered = call.state == "answered"
         call.state = "ended"
+        if call.voicemail is not None and self.voicemail is not None:
+            self.voicemail.on_end(call)  # stops its media (issue 10)
         if call.no_answer is not None:
             self.core.clock.cancel(call.no_answer)
             call.no_answer = None
@@ -1051,6 +1208,7 @@ class B2bua:
             self.stats["failed"] += 1
         if self.cdr is not None:
             self.cdr.closed(clog)
+        self._status(call, "released")
 
     def _forget(self, legs: list[Leg]) -> None:
         for leg in legs:
@@ -1058,8 +1216,52 @@ class B2bua:
             if self._dialogs.get(key) is leg:
                 del self._dialogs[key]
 
+    def hangup(self, id: str, reason: str) -> bool:
+        """Release call ``id`` from the server side (``CallService.hangup``, API ``DELETE /calls``).
+
+        Answered: BYE to both sides with ``Reason: Q.850;cause=16;text="<reason>"`` (normal
+        clearing). Not yet answered: the callee legs get CANCEL and the caller 480, both with
+        ``Reason: SIP;cause=480;text="<reason>"``. The CDR says hangup ``system`` with ``reason``
+        (result ``answered``, or ``cancelled`` with status 480).
+
+        Returns:
+            False when no call with this id is in progress.
+        """
+        call = self._active.get(id)
+        if call is None or call.state == "ended":
+            return False
+        text = "".join(c for c in reason if c.isprintable() and c not in '"\\')[:200].strip()
+        text = text or "Released by the server"
+        log.info("call %s released from the server side: %s", id, text)
+        if call.state == "answered":
+            call.log.reason = text
+            self._end(
+                call,
+                hangup="system",
+                reason=text,
+                bye=True,
+                bye_reason=f'Q.850;cause=16;text="{text}"',
+            )
+            return True
+        header = f'SIP;cause=480;text="{text}"'
+        self._cancel_legs(call, reason=header)
+        caller = call.caller
+        if not call.ctx.answered:
+            call.ctx.respond(
+                480,
+                "Temporarily Unavailable",
+                headers=[("Reason", header)],
+                to_tag=caller.local_tag if caller is not None else None,
+            )
+        call.log.cause = 480
+        call.log.reason = text
+        self._end(call, status=480, hangup="system", reason=text, result="cancelled")
+        return True
+
     async def close(self) -> None:
         """Server stopping: release every call (BYE / CANCEL / 503) and record it as interrupted."""
+        if self.voicemail is not None:
+            await self.voicemail.close()  # ends the recordings, waits for their deposits
         for call in list(self._active.values()):
             try:
                 if call.state == "answered":

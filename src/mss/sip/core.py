@@ -148,18 +148,26 @@ def target_for_response(request: Request, source: Source) -> Target:
 
 
 class _TxnData:
-    __slots__ = ("callback", "ctx", "timers")
+    """The core's state on a transaction (``Transaction.driver_data``).
+
+    ``ctx`` is dropped once the request is answered with a final response (the context refers
+    back to the transaction: keeping it would keep the parsed request and a reference cycle
+    alive for Timer J/L); ``source`` stays for the ACKs an accepted INVITE passes on.
+    """
+
+    __slots__ = ("callback", "ctx", "source", "timers")
 
     def __init__(self) -> None:
         self.timers: dict[str, Any] = {}
         self.callback: ResponseCallback | None = None
         self.ctx: RequestContext | None = None
+        self.source: Source | None = None
 
 
 class RequestContext:
     """A request being handled: who sent it, and how to answer it (through its transaction)."""
 
-    __slots__ = ("_answered", "core", "request", "source", "txn")
+    __slots__ = ("_answered", "cancel", "core", "request", "source", "txn")
 
     def __init__(self, core: SipCore, request: Request, source: Source, txn: ServerTransaction) -> None:
         self.core = core
@@ -167,6 +175,8 @@ class RequestContext:
         self.source = source
         self.txn = txn
         self._answered = False
+        #: the CANCEL that cancelled this INVITE (its Reason header, RFC 3326), once received
+        self.cancel: Request | None = None
 
     @property
     def answered(self) -> bool:
@@ -211,6 +221,10 @@ class RequestContext:
             return
         out = core.responses_out
         out[response.status] = out.get(response.status, 0) + 1
+        if response.status >= 200:
+            data = self.txn.driver_data
+            if data is not None:
+                data.ctx = None  # the transaction no longer needs the context (see _TxnData)
         core.perform(actions)
 
 
@@ -268,15 +282,16 @@ class SipCore:
             return
         via = request.via
         assert via is not None
-        if via.has_rport or via.host_address != source.host:
-            # RFC 3261 §18.2.1 received, RFC 3581 §4 rport
-            params = dict(via.params)
-            if via.host_address != source.host:
-                params["received"] = source.host
-            if via.has_rport:
-                params["rport"] = str(source.port)
-                params["received"] = source.host
-            request.replace_top_via(via.replace(params=params))
+        params = via.params
+        if "rport" in params:
+            # RFC 3261 §18.2.1 received, RFC 3581 §4 rport. The parsed top Via belongs to this
+            # request alone: stamp it in place and re-render its header line.
+            params["received"] = source.host
+            params["rport"] = str(source.port)
+            request.replace_top_via(via)
+        elif via.host_address != source.host:
+            params["received"] = source.host
+            request.replace_top_via(via)
         now = self.clock.now()
         try:
             txn, actions = self.layer.receive_request(
@@ -299,6 +314,7 @@ class SipCore:
             data = txn.driver_data = _TxnData()
         ctx = RequestContext(self, request, source, txn)
         data.ctx = ctx
+        data.source = source
         # perform the 100 Trying etc., but hand the request to our own dispatch below
         self.perform([a for a in actions if type(a) is not Deliver])
         self._dispatch(ctx)
@@ -343,6 +359,7 @@ class SipCore:
         data = invite.driver_data
         target = data.ctx if data is not None else None
         if target is not None and not target.answered:
+            target.cancel = ctx.request
             try:
                 self.handler.on_cancel(target)
             except Exception:
@@ -447,6 +464,7 @@ class SipCore:
                     for handle in data.timers.values():
                         clock.cancel(handle)
                     data.timers.clear()
+                    data.ctx = None
 
     @staticmethod
     def _data(txn: Transaction) -> _TxnData:
@@ -469,14 +487,15 @@ class SipCore:
             if data is not None and data.callback is not None:
                 self._call(data.callback, msg, txn)
         elif isinstance(msg, Request) and msg.method == "ACK":
-            ctx = txn.driver_data.ctx if txn.driver_data is not None else None
-            source = ctx.source if ctx is not None else None
+            source = txn.driver_data.source if txn.driver_data is not None else None
             self._call(self.handler.on_ack, msg, source)
 
     def _failed(self, txn: Transaction, status: int) -> None:
         if isinstance(txn, ClientTransaction):
             data = txn.driver_data
-            if data is not None and data.callback is not None:
+            # a transaction that already had its final response (request released) has
+            # nothing to report: the TU got that response
+            if data is not None and data.callback is not None and txn.request is not None:
                 local = make_response(txn.request, status)
                 self._call(data.callback, local, txn)
         else:

@@ -588,10 +588,12 @@ class LineRegistrations:
     def line_for_incoming(self, user: str | None, host: str, port: int) -> LineRecord | None:
         """The line a request from outside belongs to, or None.
 
-        A candidate comes from the address the line registers to (its proxy or registrar, as
+        A candidate comes from the host the line registers to (its proxy or registrar, as
         resolved). Among candidates, the one whose Contact user or account is the Request-URI
-        user wins (the same port preferred); otherwise a single candidate, or the single one on
-        the same port.
+        user wins (the same port preferred); otherwise the single candidate whose port is the
+        source port. A request from the provider's host with neither the line's user nor its
+        port is not the line's (on a shared host, e.g. a NAT or loopback, local phones are
+        not taken for the provider).
         """
         matches = [s for s in self.sessions.values() if s.target is not None and s.target.host == host]
         if not matches:
@@ -601,10 +603,31 @@ class LineRegistrations:
             if named:
                 named.sort(key=lambda s: s.target is None or s.target.port != port)
                 return named[0].line
-        if len(matches) == 1:
-            return matches[0].line
         same_port = [s for s in matches if s.target is not None and s.target.port == port]
         return same_port[0].line if len(same_port) == 1 else None
+
+    def call_target(self, line: LineRecord) -> tuple[str, str, int] | None:
+        """Where calls through ``line`` go: ``(transport, ip, port)`` of its registration's
+        resolved target (proxy or domain); an IP target without a session; else None."""
+        session = self.sessions.get(line.id)
+        if session is not None and session.target is not None:
+            t = session.target
+            return t.transport, t.host, t.port
+        transport, host, port = line_target(line)
+        return (transport, host, port) if _is_ip(host) else None
+
+    def authorize(
+        self, credentials: str, request: Request, response: Response
+    ) -> tuple[str, str, bool] | None:
+        """:func:`line_authorization` for the B2BUA's legs marked ``"line:<id>"``."""
+        kind, _, line_id = credentials.partition(":")
+        line = self.service.get(line_id) if kind == "line" else None
+        if line is None:
+            return None
+        try:
+            return line_authorization(line, request, response)
+        except ParseError:
+            return None
 
     def register_now(self, line_id: str) -> bool:
         """Start a new attempt at once (``mss line register-now``). False: no such session."""

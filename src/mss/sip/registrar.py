@@ -91,15 +91,31 @@ class Registrar:
         #: where refusals by a limit are recorded for ``GET /explain`` (optional)
         self.decisions = decisions
         self.stats = {"registered": 0, "unregistered": 0, "rejected": 0}
+        # hot-path caches: the lower-cased domain set (rebuilt when ``domains()`` changes)
+        # and the Date header of the current second
+        self._domains_seen: tuple[str, ...] | None = None
+        self._domain_set: frozenset[str] | None = None
+        self._date: tuple[int, str] = (-1, "")
 
     def _local_domain(self, host: str | None) -> bool:
-        names = self.domains()
-        if not names or "*" in names:
+        names = tuple(self.domains())
+        if names != self._domains_seen:
+            self._domains_seen = names
+            self._domain_set = None if not names or "*" in names else frozenset(d.lower() for d in names)
+        domain_set = self._domain_set
+        if domain_set is None:
             return True
         h = (host or "").lower()
         if h.startswith("[") and h.endswith("]"):
             h = h[1:-1]
-        return any(h == d.lower() for d in names)
+        return h in domain_set
+
+    def _date_header(self, now: float) -> str:
+        second = int(now)
+        cached = self._date
+        if cached[0] != second:
+            cached = self._date = (second, formatdate(second, usegmt=True))
+        return cached[1]
 
     # -- the handler ------------------------------------------------------------------------
     def on_register(self, ctx: RequestContext) -> None:
@@ -249,5 +265,5 @@ class Registrar:
         req = ctx.request
         if "path" in req.supported and req.paths:
             headers.extend(("Path", str(p)) for p in req.paths)
-        headers.append(("Date", formatdate(now, usegmt=True)))
+        headers.append(("Date", self._date_header(now)))
         ctx.respond(200, headers=headers)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from .base import (
     CDR_RESULTS,
+    MAIL_STATES,
     BanRecord,
     BanRepo,
     BindingRecord,
@@ -45,6 +46,7 @@ from .base import (
     TrunkRepo,
     UserRecord,
     UserRepo,
+    VoicemailMailRecord,
     VoicemailRecord,
     VoicemailRepo,
 )
@@ -55,6 +57,7 @@ from .sqlite import SqliteStorage
 __all__ = (
     "BACKENDS",
     "CDR_RESULTS",
+    "MAIL_STATES",
     "AlreadyExists",
     "BanRecord",
     "BanRepo",
@@ -86,6 +89,7 @@ __all__ = (
     "TrunkRepo",
     "UserRecord",
     "UserRepo",
+    "VoicemailMailRecord",
     "VoicemailRecord",
     "VoicemailRepo",
     "open_storage",

@@ -37,8 +37,8 @@ Invariants every backend keeps
 
 Entities named in the change feed: ``user``, ``binding`` (key = AOR), ``kv``, ``ban`` (key =
 IP), ``cdr`` (key = record id), ``iplist`` (key = ``"<list> <network>"``), ``blacklist`` (key =
-``"<caller_prefix> <called_prefix>"``), ``line``, ``trunk``, ``route`` (key = id); later
-``token``, ``voicemail``.
+``"<caller_prefix> <called_prefix>"``), ``line``, ``trunk``, ``route`` (key = id), ``token``, ``voicemail`` (key =
+``"<user> <id>"``), ``voicemail_mail`` (key = message id).
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ __all__ = (
     "TrunkRepo",
     "UserRecord",
     "UserRepo",
+    "MAIL_STATES",
+    "VoicemailMailRecord",
     "VoicemailRecord",
     "VoicemailRepo",
 )
@@ -458,27 +460,57 @@ class TokenRecord:
 
 @dataclass(frozen=True, slots=True)
 class VoicemailRecord:
-    """A voicemail message. The audio lives in a file under the data dir.
-
-    Protocol only; implemented by the voicemail issue.
+    """A voicemail message (issue 10). The audio is a WAV file under the data dir.
 
     Attributes:
         id: unique id. The key.
-        mailbox: the user number.
-        caller: who left it.
-        received_at: wall-clock time.
+        user: the mailbox (the called user's number).
+        caller: the caller's number; caller_display its display name ("" if none).
+        call_id: Call-ID of the caller's leg (links the CDR).
+        started_at: wall-clock time the recording started.
         duration: seconds of audio.
-        media: audio file path relative to the data dir.
-        heard: played or mailed.
+        path: the WAV file, relative to the data dir (``voicemail/<user>/<id>.wav``).
+        read: heard or marked read (MWI counts unread messages as new, RFC 3842).
+        created_at: when the row was stored; ``add`` stamps it when 0.
     """
 
     id: str
-    mailbox: str
+    user: str
     caller: str
-    received_at: float
+    started_at: float
+    caller_display: str = ""
+    call_id: str = ""
     duration: float = 0.0
-    media: str = ""
-    heard: bool = False
+    path: str = ""
+    read: bool = False
+    created_at: float = 0.0
+
+
+#: Values of :attr:`VoicemailMailRecord.state`.
+MAIL_STATES = ("queued", "sent", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailMailRecord:
+    """The e-mail of one voicemail message in the durable outbox.
+
+    Attributes:
+        message_id: the :class:`VoicemailRecord` id. The key (one e-mail per message).
+        to: recipient address.
+        attempts: delivery attempts made so far.
+        next_try: wall-clock time of the next attempt (while ``queued``).
+        state: one of :data:`MAIL_STATES`.
+        last_error: the last SMTP error or reply ("" if none).
+        updated_at: when the row last changed; ``add``/``update_mail`` stamp it.
+    """
+
+    message_id: str
+    to: str
+    attempts: int = 0
+    next_try: float = 0.0
+    state: str = "queued"
+    last_error: str = ""
+    updated_at: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -766,23 +798,64 @@ class TokenRepo(KeyedRepo[TokenRecord], Protocol):
 
 
 class VoicemailRepo(Protocol):
-    """Voicemail messages (entity ``voicemail``). Protocol only; implemented by the voicemail
-    issue."""
+    """Voicemail messages and their e-mail outbox (issue 10).
 
-    async def for_mailbox(self, mailbox: str) -> builtins.list[VoicemailRecord]:
-        """The mailbox's messages, oldest first."""
+    Message writes append ``voicemail`` changes with key ``"<user> <id>"`` (so a follower knows
+    whose message-waiting state to refresh); outbox writes append ``voicemail_mail`` changes
+    (key = message id). Deleting a message deletes its outbox row in the same transaction.
+    """
+
+    async def get(self, id: str) -> VoicemailRecord | None:
+        """The message, or ``None``."""
         ...
 
-    async def add(self, record: VoicemailRecord) -> None:
-        """Raises: AlreadyExists."""
+    async def for_user(self, user: str) -> builtins.list[VoicemailRecord]:
+        """The mailbox's messages, oldest first (``started_at``, then id)."""
         ...
 
-    async def mark_heard(self, id: str) -> bool:
-        """``False`` if there was no such message."""
+    async def summary(self) -> dict[str, tuple[int, int]]:
+        """``{user: (unread, read)}`` for every user with messages."""
+        ...
+
+    async def add(self, record: VoicemailRecord, mail: VoicemailMailRecord | None = None) -> None:
+        """Store a message and, in the same transaction, its queued e-mail.
+
+        Stamps ``created_at`` (and the mail's ``updated_at``) when 0.
+
+        Raises:
+            AlreadyExists: a message with that id exists.
+            ValueError: a field the table would refuse (empty id or user, mail for another id,
+                unknown mail state).
+        """
+        ...
+
+    async def mark_read(self, id: str, read: bool = True) -> bool:
+        """Set the read flag; ``False`` if there was no such message."""
         ...
 
     async def delete(self, id: str) -> bool:
-        """``False`` if there was no such message."""
+        """Delete the message and its outbox row; ``False`` if there was no such message."""
+        ...
+
+    async def mail(self, message_id: str) -> VoicemailMailRecord | None:
+        """The outbox row of a message, or ``None``."""
+        ...
+
+    async def mails(self, state: str | None = None) -> builtins.list[VoicemailMailRecord]:
+        """Outbox rows (of one state when given), by ``next_try`` then message id."""
+        ...
+
+    async def due_mails(self, now: float, limit: int = 100) -> builtins.list[VoicemailMailRecord]:
+        """``queued`` rows with ``next_try <= now``, earliest first, at most ``limit``."""
+        ...
+
+    async def update_mail(self, mail: VoicemailMailRecord) -> bool:
+        """Replace an outbox row (stamps ``updated_at``); ``False`` if there is none (the
+        message was deleted meanwhile).
+
+        Raises:
+            ValueError: unknown state.
+        """
         ...
 
 
@@ -791,7 +864,7 @@ class Storage(Protocol):
 
     Construct it (no I/O), then ``await storage.open()`` (creates or migrates the database) and
     ``await storage.close()``; or ``async with storage:``. One instance serves one event loop.
-    Later issues add ``tokens`` and ``voicemail`` here.
+    ``voicemail`` holds the voicemail messages and their e-mail outbox (issue 10).
     """
 
     @property
@@ -829,6 +902,9 @@ class Storage(Protocol):
 
     @property
     def routes(self) -> RouteRepo: ...
+
+    @property
+    def voicemail(self) -> VoicemailRepo: ...
 
     @property
     def schema_version(self) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
-from . import _codec, _keyed
+from . import _codec, _keyed, _voicemail
 from .base import (
     BanRecord,
     BindingRecord,
@@ -36,6 +36,8 @@ from .base import (
     TokenRecord,
     TrunkRecord,
     UserRecord,
+    VoicemailMailRecord,
+    VoicemailRecord,
 )
 from .errors import AlreadyExists, NotFound, StorageError
 from .schema import latest_version
@@ -53,6 +55,7 @@ __all__ = (
     "MemoryTokens",
     "MemoryTrunks",
     "MemoryUsers",
+    "MemoryVoicemail",
 )
 
 _R = TypeVar("_R")
@@ -73,8 +76,10 @@ class _State:
         "keyed",
         "kv",
         "last_seq",
+        "outbox",
         "tokens",
         "users",
+        "voicemail",
     )
 
     def __init__(self, clock: Callable[[], float]) -> None:
@@ -90,6 +95,9 @@ class _State:
         self.tokens: dict[str, TokenRecord] = {}
         #: lines, trunks, routes: table name -> id -> encoded row (see ``_keyed``)
         self.keyed: dict[str, dict[str, tuple[Any, ...]]] = {}
+        #: voicemail messages and their outbox rows (issue 10), as ``_voicemail`` rows
+        self.voicemail: dict[str, tuple[Any, ...]] = {}
+        self.outbox: dict[str, tuple[Any, ...]] = {}
         self.changes: list[Change] = []
         self.last_seq = 0
 
@@ -572,6 +580,101 @@ class MemoryTrunks(MemoryKeyed[TrunkRecord]):
         return None
 
 
+class MemoryVoicemail:
+    """:class:`~.base.VoicemailRepo` in memory."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def get(self, id: str) -> VoicemailRecord | None:
+        self._s.check()
+        row = self._s.voicemail.get(id)
+        return None if row is None else _voicemail.message_from_row(row)
+
+    async def for_user(self, user: str) -> builtins.list[VoicemailRecord]:
+        self._s.check()
+        rows = sorted((r for r in self._s.voicemail.values() if r[1] == user), key=lambda r: (r[5], r[0]))
+        return [_voicemail.message_from_row(r) for r in rows]
+
+    async def summary(self) -> dict[str, tuple[int, int]]:
+        self._s.check()
+        out: dict[str, list[int]] = {}
+        for row in self._s.voicemail.values():
+            counts = out.setdefault(row[1], [0, 0])
+            counts[1 if row[8] else 0] += 1
+        return {user: (c[0], c[1]) for user, c in sorted(out.items())}
+
+    async def add(self, record: VoicemailRecord, mail: VoicemailMailRecord | None = None) -> None:
+        s = self._s
+        s.check()
+        now = s.clock()
+        row = _voicemail.message_row(record, created=record.created_at or now)
+        mail_row = None
+        if mail is not None:
+            if mail.message_id != record.id:
+                raise ValueError(f"message_id {mail.message_id!r} is not the message's id {record.id!r}")
+            mail_row = _voicemail.mail_row(mail, updated=mail.updated_at or now)
+        if record.id in s.voicemail:
+            raise AlreadyExists("voicemail", record.id)
+        s.voicemail[record.id] = row
+        s.log("voicemail", _voicemail.message_key(record), "put", now)
+        if mail_row is not None:
+            s.outbox[record.id] = mail_row
+            s.log("voicemail_mail", record.id, "put", now)
+
+    async def mark_read(self, id: str, read: bool = True) -> bool:
+        s = self._s
+        s.check()
+        row = s.voicemail.get(id)
+        if row is None:
+            return False
+        s.voicemail[id] = (*row[:8], 1 if read else 0, row[9])
+        s.log("voicemail", f"{row[1]} {id}", "put", s.clock())
+        return True
+
+    async def delete(self, id: str) -> bool:
+        s = self._s
+        s.check()
+        row = s.voicemail.pop(id, None)
+        if row is None:
+            return False
+        now = s.clock()
+        if s.outbox.pop(id, None) is not None:
+            s.log("voicemail_mail", id, "delete", now)
+        s.log("voicemail", f"{row[1]} {id}", "delete", now)
+        return True
+
+    async def mail(self, message_id: str) -> VoicemailMailRecord | None:
+        self._s.check()
+        row = self._s.outbox.get(message_id)
+        return None if row is None else _voicemail.mail_from_row(row)
+
+    async def mails(self, state: str | None = None) -> builtins.list[VoicemailMailRecord]:
+        self._s.check()
+        rows = sorted((r for r in self._s.outbox.values() if state is None or r[4] == state),
+                      key=lambda r: (r[3], r[0]))
+        return [_voicemail.mail_from_row(r) for r in rows]
+
+    async def due_mails(self, now: float, limit: int = 100) -> builtins.list[VoicemailMailRecord]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        due = [m for m in await self.mails("queued") if m.next_try <= now]
+        return due[:limit]
+
+    async def update_mail(self, mail: VoicemailMailRecord) -> bool:
+        s = self._s
+        s.check()
+        now = s.clock()
+        row = _voicemail.mail_row(mail, updated=now)
+        if mail.message_id not in s.outbox:
+            return False
+        s.outbox[mail.message_id] = row
+        s.log("voicemail_mail", mail.message_id, "put", now)
+        return True
+
+
 class MemoryStorage:
     """:class:`~.base.Storage` in memory.
 
@@ -594,6 +697,7 @@ class MemoryStorage:
         "tokens",
         "trunks",
         "users",
+        "voicemail",
     )
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
@@ -611,6 +715,7 @@ class MemoryStorage:
         self.lines: MemoryKeyed[LineRecord] = MemoryKeyed(self._s, _keyed.LINES)
         self.trunks = MemoryTrunks(self._s)
         self.routes: MemoryKeyed[RouteRecord] = MemoryKeyed(self._s, _keyed.ROUTES)
+        self.voicemail = MemoryVoicemail(self._s)
 
     @property
     def schema_version(self) -> int:

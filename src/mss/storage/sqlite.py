@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from . import _codec, _keyed
+from . import _codec, _keyed, _voicemail
 from ._codec import BAN_COLUMNS, BINDING_COLUMNS, CDR_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS
 from .base import (
     BanRecord,
@@ -71,6 +71,8 @@ from .base import (
     TokenRecord,
     TrunkRecord,
     UserRecord,
+    VoicemailMailRecord,
+    VoicemailRecord,
 )
 from .errors import AlreadyExists, NotFound, SchemaError, StorageError
 from .schema import Migration, load_migrations
@@ -89,6 +91,7 @@ __all__ = (
     "SqliteTokens",
     "SqliteTrunks",
     "SqliteUsers",
+    "SqliteVoicemail",
 )
 
 _R = TypeVar("_R")
@@ -899,6 +902,117 @@ class SqliteTrunks(SqliteKeyed[TrunkRecord]):
         return None if row is None else _keyed.TRUNKS.from_row(row)
 
 
+_VM_SELECT = f"SELECT {', '.join(_voicemail.MESSAGE_COLUMNS)} FROM voicemail"
+_VM_INSERT = (
+    f"INSERT INTO voicemail ({', '.join(_voicemail.MESSAGE_COLUMNS)}) "
+    f"VALUES ({_placeholders(len(_voicemail.MESSAGE_COLUMNS))})"
+)
+_MAIL_SELECT = f"SELECT {', '.join(_voicemail.MAIL_COLUMNS)} FROM voicemail_outbox"
+_MAIL_INSERT = (
+    f"INSERT INTO voicemail_outbox ({', '.join(_voicemail.MAIL_COLUMNS)}) "
+    f"VALUES ({_placeholders(len(_voicemail.MAIL_COLUMNS))})"
+)
+_MAIL_UPDATE = (
+    "UPDATE voicemail_outbox SET "
+    + ", ".join(f"{c} = ?" for c in _voicemail.MAIL_COLUMNS[1:])
+    + " WHERE message_id = ?"
+)
+
+
+class SqliteVoicemail:
+    """:class:`~.base.VoicemailRepo` on SQLite (tables ``voicemail``, ``voicemail_outbox``)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def get(self, id: str) -> VoicemailRecord | None:
+        row = self._db.one(_VM_SELECT + " WHERE id = ?", (id,))
+        return None if row is None else _voicemail.message_from_row(row)
+
+    async def for_user(self, user: str) -> builtins.list[VoicemailRecord]:
+        rows = self._db.rows(_VM_SELECT + " WHERE user = ? ORDER BY started_at, id", (user,))
+        return [_voicemail.message_from_row(row) for row in rows]
+
+    async def summary(self) -> dict[str, tuple[int, int]]:
+        rows = self._db.rows(
+            "SELECT user, sum(read = 0), sum(read = 1) FROM voicemail GROUP BY user ORDER BY user"
+        )
+        return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+    async def add(self, record: VoicemailRecord, mail: VoicemailMailRecord | None = None) -> None:
+        now = self._db.clock()
+        row = _voicemail.message_row(record, created=record.created_at or now)
+        mail_row = None
+        if mail is not None:
+            if mail.message_id != record.id:
+                raise ValueError(f"message_id {mail.message_id!r} is not the message's id {record.id!r}")
+            mail_row = _voicemail.mail_row(mail, updated=mail.updated_at or now)
+        with self._db.write(2) as conn:
+            try:
+                conn.execute(_VM_INSERT, row)
+            except sqlite3.IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise AlreadyExists("voicemail", record.id) from exc
+                raise
+            conn.execute(_CHANGE_INSERT, ("voicemail", _voicemail.message_key(record), "put", now))
+            if mail_row is not None:
+                conn.execute(_MAIL_INSERT, mail_row)
+                conn.execute(_CHANGE_INSERT, ("voicemail_mail", record.id, "put", now))
+
+    async def mark_read(self, id: str, read: bool = True) -> bool:
+        now = self._db.clock()
+        with self._db.write() as conn:
+            found = conn.execute("SELECT user FROM voicemail WHERE id = ?", (id,)).fetchone()
+            if found is None:
+                return False
+            conn.execute("UPDATE voicemail SET read = ? WHERE id = ?", (1 if read else 0, id))
+            conn.execute(_CHANGE_INSERT, ("voicemail", f"{found[0]} {id}", "put", now))
+        return True
+
+    async def delete(self, id: str) -> bool:
+        now = self._db.clock()
+        with self._db.write() as conn:
+            found = conn.execute("SELECT user FROM voicemail WHERE id = ?", (id,)).fetchone()
+            if found is None:
+                return False
+            if conn.execute("DELETE FROM voicemail_outbox WHERE message_id = ?", (id,)).rowcount:
+                conn.execute(_CHANGE_INSERT, ("voicemail_mail", id, "delete", now))
+            conn.execute("DELETE FROM voicemail WHERE id = ?", (id,))
+            conn.execute(_CHANGE_INSERT, ("voicemail", f"{found[0]} {id}", "delete", now))
+        return True
+
+    async def mail(self, message_id: str) -> VoicemailMailRecord | None:
+        row = self._db.one(_MAIL_SELECT + " WHERE message_id = ?", (message_id,))
+        return None if row is None else _voicemail.mail_from_row(row)
+
+    async def mails(self, state: str | None = None) -> builtins.list[VoicemailMailRecord]:
+        if state is None:
+            rows = self._db.rows(_MAIL_SELECT + " ORDER BY next_try, message_id")
+        else:
+            rows = self._db.rows(_MAIL_SELECT + " WHERE state = ? ORDER BY next_try, message_id", (state,))
+        return [_voicemail.mail_from_row(row) for row in rows]
+
+    async def due_mails(self, now: float, limit: int = 100) -> builtins.list[VoicemailMailRecord]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        rows = self._db.rows(
+            _MAIL_SELECT + " WHERE state = 'queued' AND next_try <= ? ORDER BY next_try, message_id LIMIT ?",
+            (now, limit),
+        )
+        return [_voicemail.mail_from_row(row) for row in rows]
+
+    async def update_mail(self, mail: VoicemailMailRecord) -> bool:
+        now = self._db.clock()
+        row = _voicemail.mail_row(mail, updated=now)
+        with self._db.write() as conn:
+            if conn.execute(_MAIL_UPDATE, (*row[1:], row[0])).rowcount == 0:
+                return False
+            conn.execute(_CHANGE_INSERT, ("voicemail_mail", mail.message_id, "put", now))
+        return True
+
+
 class SqliteStorage:
     """:class:`~.base.Storage` on one SQLite file.
 
@@ -927,6 +1041,7 @@ class SqliteStorage:
         "tokens",
         "trunks",
         "users",
+        "voicemail",
     )
 
     def __init__(
@@ -962,6 +1077,7 @@ class SqliteStorage:
         self.lines: SqliteKeyed[LineRecord] = SqliteKeyed(self._db, _keyed.LINES)
         self.trunks = SqliteTrunks(self._db)
         self.routes: SqliteKeyed[RouteRecord] = SqliteKeyed(self._db, _keyed.ROUTES)
+        self.voicemail = SqliteVoicemail(self._db)
 
     @property
     def path(self) -> str:

@@ -21,9 +21,11 @@ total, and closed after ``idle_timeout`` seconds without traffic).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +37,8 @@ from fastsip.transaction import response_target
 
 from .base import Gate, Sink, Source, Target, TransportStats
 from .clock import Clock
+from .rx import USING_EXTENSION as RX_USING_EXTENSION
+from .rx import Receiver
 
 __all__ = ("ListenerInfo", "StreamConnection", "TransportLayer", "UdpListener")
 
@@ -63,39 +67,214 @@ class ListenerInfo:
         return f"{self.transport}:{host}:{self.port}"
 
 
+_RX_KIND = "recvmmsg batches (Cython)" if RX_USING_EXTENSION else "recvfrom_into (pure Python)"
+
+
 def _family(host: str) -> int:
     # Called for every send without a listener: an IPv6 literal is the only form with a colon
     # (IPv4 literals and host names have none), so no ipaddress parsing on the hot path.
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-class UdpListener(asyncio.DatagramProtocol):
-    """One UDP socket: SIP and STUN (RFC 5389) share it."""
+class UdpListener:
+    """One UDP socket: SIP and STUN (RFC 5389) share it.
+
+    Receiving does not use asyncio's datagram transport: its one callback, one ``bytes`` and one
+    address conversion per datagram cost more than the 5 µs a flooded server can spend on a
+    dropped packet (issue 6). Instead the socket is read by a :class:`~mss.transport.rx.Receiver`
+    (``recvmmsg`` in Cython, ``recvfrom_into`` in its pure twin), up to ``RX_BATCH`` datagrams per
+    wake-up: it asks the gate about the source first (one ``now`` for the whole batch) and builds
+    ``bytes`` only for the datagrams that pass. Two ways of waking it, switched by the arrival
+    rate like Linux NAPI switches a network card from interrupts to polling:
+
+    * **readiness** (``loop.add_reader``, the normal mode): each datagram is read as soon as it
+      arrives; no extra latency;
+    * **polling** (``loop.call_later(POLL_INTERVAL)``): when more than ``POLL_ENTER_RATE``
+      datagrams per second arrive (a flood, or heavy load), each wake-up would read one or two
+      datagrams and pay for the wake-up itself (``epoll_wait``, a callback, the read that ends in
+      ``EAGAIN``) more than for the datagrams. Polling every millisecond reads them in batches
+      instead; the kernel queues them meanwhile (``recv_buffer``, 4 MiB by default: a few
+      thousand datagrams). It costs at most ``POLL_INTERVAL`` of added latency, and goes back to
+      readiness when the rate falls under ``POLL_EXIT_RATE``.
+
+    Sending calls ``sendto`` on the socket; when the kernel says "not now" (``EAGAIN``, or
+    ``ENOBUFS``) the datagram waits in a bounded queue flushed when the socket is writable (or
+    after ``POLL_INTERVAL`` for ``ENOBUFS``, which ``poll`` does not signal). A per-packet error
+    (a bad datagram, a failing handler, a gate that raises) is logged and the reader goes on.
+    Works on every event loop with ``add_reader`` (asyncio's selector loops, uvloop).
+    """
+
+    RX_BATCH = 64  #: datagrams read per readiness wake-up at most (then back to the loop)
+    POLL_BATCH = 64  #: datagrams read per poll at most (the rest at the next loop turn)
+    POLL_INTERVAL = 0.001  #: seconds between two polls under load
+    POLL_ENTER_RATE = 5000.0  #: datagrams per second that switch from readiness to polling
+    POLL_EXIT_RATE = 1000.0  #: ... and back (below it polling wakes up more often than datagrams come)
+    RATE_WINDOW = 0.01  #: seconds over which the arrival rate is measured
+    SEND_QUEUE_MAX = 4096  #: datagrams waiting for a writable socket, at most (then dropped)
 
     def __init__(self, layer: TransportLayer, info: ListenerInfo, *, stun_only: bool = False) -> None:
         self.layer = layer
         self.info = info
         self.stun_only = stun_only
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rx: Receiver | None = None
+        self._polling = False
+        self._poll_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._window_start = 0.0
+        self._window_count = 0
+        self._queue: deque[tuple[bytes, tuple[Any, ...]]] = deque()
+        self._writer = False
+        self._retry_handle: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def open(self, host: str, port: int) -> int:
+        """Bind ``host``:``port`` (0 = ephemeral), start reading; returns the bound port.
+
+        Raises:
+            OSError: no address of ``host`` could be bound.
+        """
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP, flags=socket.AI_PASSIVE
+        )
+        error: OSError | None = None
+        for family, type_, proto, _, addr in infos:
+            sock = socket.socket(family, type_, proto)
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.layer.recv_buffer)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.layer.recv_buffer)
-            except OSError:  # pragma: no cover - platform limits
-                pass
+                sock.setblocking(False)
+                sock.bind(addr)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            break
+        else:
+            raise error or OSError(f"cannot bind udp {host}:{port}")
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.layer.recv_buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.layer.recv_buffer)
+        except OSError:  # pragma: no cover - platform limits
+            pass
+        self.sock = sock
+        self._loop = loop
+        self._rx = Receiver(sock, batch=self.RX_BATCH)
+        self._window_start = loop.time()
+        loop.add_reader(sock.fileno(), self._on_readable)
+        return int(sock.getsockname()[1])
+
+    def close(self) -> None:
+        """Stop reading and close the socket (queued datagrams are dropped)."""
+        sock, loop = self.sock, self._loop
+        if sock is None or loop is None:
+            return
+        self.sock = None
+        if self._rx is not None:
+            self._rx.close()
+            self._rx = None
+        if not loop.is_closed():
+            loop.remove_reader(sock.fileno())
+            if self._writer:
+                loop.remove_writer(sock.fileno())
+        for handle in (self._poll_handle, self._retry_handle):
+            if handle is not None:
+                handle.cancel()
+        self._poll_handle = self._retry_handle = None
+        self._writer = False
+        self._queue.clear()
+        sock.close()
+
+    # -- receiving ----------------------------------------------------------------------------
+    def _on_readable(self) -> None:
+        count = self._drain(self.RX_BATCH)
+        rate = self._measure(count)
+        if rate >= self.POLL_ENTER_RATE and self.sock is not None and self._loop is not None:
+            self._polling = True
+            self._loop.remove_reader(self.sock.fileno())
+            self._poll_handle = self._loop.call_later(self.POLL_INTERVAL, self._poll)
+            log.debug("udp %s: %.0f datagrams/s, polling", self.info, rate)
+
+    def _poll(self) -> None:
+        self._poll_handle = None
+        loop = self._loop
+        if self.sock is None or loop is None:
+            return
+        try:
+            count = self._drain(self.POLL_BATCH)
+        except Exception:  # a broken reporter must not end the polling (nothing re-arms it)
+            log.exception("udp %s: error while reading", self.info)
+            count = 0
+        if self.sock is None:  # closed by a handler
+            return
+        rate = self._measure(count)
+        if 0.0 <= rate < self.POLL_EXIT_RATE:  # quiet again: back to readiness
+            self._polling = False
+            loop.add_reader(self.sock.fileno(), self._on_readable)
+            log.debug("udp %s: %.0f datagrams/s, back to readiness", self.info, rate)
+        elif count >= self.POLL_BATCH:  # more waiting: let the loop run, then read on
+            self._poll_handle = loop.call_soon(self._poll)
+        else:
+            self._poll_handle = loop.call_later(self.POLL_INTERVAL, self._poll)
+
+    def _measure(self, count: int) -> float:
+        """Count datagrams; the arrival rate once per RATE_WINDOW, else -1."""
+        self._window_count += count
+        now = self._loop.time() if self._loop is not None else 0.0
+        elapsed = now - self._window_start
+        if elapsed < self.RATE_WINDOW:
+            return -1.0
+        rate = self._window_count / elapsed
+        self._window_start = now
+        self._window_count = 0
+        return rate
+
+    def _drain(self, limit: int) -> int:
+        """Read and handle up to ``limit`` datagrams; returns how many were read.
+
+        The gate sees the source before anything is copied: a dropped datagram costs its share
+        of a ``recvmmsg`` and one ``gate.allow`` call, nothing else.
+        """
+        rx = self._rx
+        if rx is None:
+            return 0
+        layer = self.layer
+        gate = layer.gate
+        count, dropped = rx.drain(
+            limit,
+            gate.allow if gate is not None else None,
+            layer.clock.now(),
+            self._dispatch_safe,
+            self._report,
+        )
+        if dropped:
+            layer.stats.dropped_banned += dropped
+        return count
+
+    def _dispatch_safe(self, data: bytes, addr: Any) -> None:
+        try:
+            self._dispatch(data, addr)
+        except Exception:  # never let one datagram kill the reader
+            log.exception("error handling a datagram from %s:%s", addr[0], addr[1])
+
+    def _report(self, exc: BaseException, addr: Any) -> None:
+        if addr is None:
+            self.error_received(exc)
+        else:
+            log.error("error handling a datagram from %s:%s", addr[0], addr[1], exc_info=exc)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        """Handle one datagram as if it had been read from the socket (gate included)."""
+        layer = self.layer
+        gate = layer.gate
+        if gate is not None and not gate.allow(addr[0], layer.clock.now()):
+            layer.stats.dropped_banned += 1
+            return
+        self._dispatch(data, addr)
+
+    def _dispatch(self, data: bytes, addr: Any) -> None:
         layer = self.layer
         stats = layer.stats
         host = addr[0]
-        gate = layer.gate
-        if gate is not None and not gate.allow(host, layer.clock.now()):
-            stats.dropped_banned += 1
-            return
         kind = classify(data)
         if kind is _SIP and not self.stun_only:
             try:
@@ -107,13 +286,13 @@ class UdpListener(asyncio.DatagramProtocol):
             stats.messages_in += 1
             try:
                 layer.sink.on_message(msg, Source("udp", host, addr[1], self))
-            except Exception:  # never let one message kill the protocol
+            except Exception:  # never let one message kill the reader
                 log.exception("error handling a message from %s:%s", host, addr[1])
         elif kind is _STUN:
             stats.stun_requests += 1
             reply = stun.handle_request(data, (host, addr[1]), software=layer.server_name)
-            if reply is not None and self.transport is not None:
-                self.transport.sendto(reply, addr)
+            if reply is not None:
+                self.sendto(reply, (host, addr[1]))
         elif kind is _KEEPALIVE:
             stats.keepalives += 1
         else:
@@ -121,7 +300,7 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def _stateless_error(self, data: bytes, error: ParseError, addr: Any) -> None:
         found = error_response_for(data, error)
-        if found is None or self.transport is None:
+        if found is None or self.sock is None:
             return
         reply, via = found
         dest = response_target(
@@ -130,20 +309,91 @@ class UdpListener(asyncio.DatagramProtocol):
         self.layer.stats.stateless_errors += 1
         self.sendto(reply, dest)
 
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        tr = self.transport
-        if tr is None:
-            self.layer.stats.send_errors += 1
+    def error_received(self, exc: BaseException) -> None:
+        log.debug("udp error on %s: %s", self.info, exc)
+
+    # -- sending ------------------------------------------------------------------------------
+    def sendto(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        """Send one datagram; never raises (failures are counted and logged)."""
+        stats = self.layer.stats
+        sock = self.sock
+        if sock is None:
+            stats.send_errors += 1
+            return
+        if self._queue:  # keep the order behind what is already waiting
+            self._enqueue(data, addr)
             return
         try:
-            tr.sendto(data, addr)
-            self.layer.stats.messages_out += 1
-        except (OSError, ValueError) as e:
-            self.layer.stats.send_errors += 1
+            sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._enqueue(data, addr)
+            self._want_writable()
+            return
+        except OSError as e:
+            if e.errno == errno.ENOBUFS:
+                self._enqueue(data, addr)
+                self._retry_later()
+                return
+            stats.send_errors += 1
             log.debug("udp send to %s failed: %s", addr, e)
+            return
+        except (ValueError, TypeError) as e:
+            stats.send_errors += 1
+            log.debug("udp send to %s failed: %s", addr, e)
+            return
+        stats.messages_out += 1
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp error on %s: %s", self.info, exc)
+    def _enqueue(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        stats = self.layer.stats
+        if len(self._queue) >= self.SEND_QUEUE_MAX:
+            stats.send_errors += 1
+            log.debug("udp send queue of %s full: dropping a datagram to %s", self.info, addr)
+            return
+        self._queue.append((data, addr))
+        stats.messages_out += 1
+
+    def _want_writable(self) -> None:
+        if not self._writer and self.sock is not None and self._loop is not None:
+            self._writer = True
+            self._loop.add_writer(self.sock.fileno(), self._flush)
+
+    def _retry_later(self) -> None:
+        if self._retry_handle is None and self._loop is not None:
+            self._retry_handle = self._loop.call_later(self.POLL_INTERVAL, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_handle = None
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what the queue holds until the kernel says "not now" again."""
+        sock, loop = self.sock, self._loop
+        queue = self._queue
+        if sock is None or loop is None:
+            return
+        while queue:
+            data, addr = queue[0]
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                self._want_writable()
+                return
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    if self._writer:  # writable but no buffers: poll() would spin, wait instead
+                        self._writer = False
+                        loop.remove_writer(sock.fileno())
+                    self._retry_later()
+                    return
+                self.layer.stats.send_errors += 1
+                log.debug("udp send to %s failed: %s", addr, e)
+            except (ValueError, TypeError) as e:
+                self.layer.stats.send_errors += 1
+                log.debug("udp send to %s failed: %s", addr, e)
+            queue.popleft()
+        if self._writer:
+            self._writer = False
+            loop.remove_writer(sock.fileno())
 
 
 class StreamConnection(asyncio.Protocol):
@@ -314,11 +564,11 @@ class TransportLayer:
         for transport, host, port in self.listen:
             info = ListenerInfo(transport, host, port, _family(host))
             if transport == "udp":
-                tr, proto = await loop.create_datagram_endpoint(
-                    lambda info=info: UdpListener(self, info), local_addr=(host, port)
-                )
-                info.udp = proto
-                info.port = tr.get_extra_info("sockname")[1]
+                udp = UdpListener(self, info)
+                info.port = await udp.open(host, port)
+                info.udp = udp
+                if not any(i.transport == "udp" for i in self.listeners):
+                    log.info("udp receive: %s", _RX_KIND)
             elif transport in ("tcp", "tls"):
                 ctx = self._server_context() if transport == "tls" else None
                 server = await loop.create_server(
@@ -337,11 +587,9 @@ class TransportLayer:
         if self.stun_listen is not None:
             host, port = self.stun_listen
             info = ListenerInfo("udp", host, port, _family(host))
-            tr, proto = await loop.create_datagram_endpoint(
-                lambda: UdpListener(self, info, stun_only=True), local_addr=(host, port)
-            )
-            info.udp = proto
-            info.port = tr.get_extra_info("sockname")[1]
+            udp = UdpListener(self, info, stun_only=True)
+            info.port = await udp.open(host, port)
+            info.udp = udp
             self.stun_listener = info
             log.info("STUN listening on udp:%s:%s", host, info.port)
 
@@ -351,8 +599,8 @@ class TransportLayer:
         for conn in list(self._connections.values()):
             conn.close()
         for info in [*self.listeners, *([self.stun_listener] if self.stun_listener else [])]:
-            if info.udp is not None and info.udp.transport is not None:
-                info.udp.transport.close()
+            if info.udp is not None:
+                info.udp.close()
             if info.server is not None:
                 info.server.close()
                 await info.server.wait_closed()

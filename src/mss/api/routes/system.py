@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+from ...features.calls import ADMIN_RELEASE
 from ...features.decisions import KINDS, normalise_ip
 from ...features.security import pack_host
 from ...storage.base import TokenRecord
@@ -107,6 +108,28 @@ async def active_calls(svc: Services, _: ReadToken) -> list[CallOut]:
             call_id=str(c.get("call_id", "")), caller_addr=str(c.get("caller_addr", "")),
         ))
     return out
+
+
+@calls_router.delete("/calls/{call_id}", status_code=204, tags=["calls"],
+                     responses=problem_responses(401, 403, 404, 422))
+async def hangup_call(
+    call_id: Annotated[str, Path(pattern=r"^[0-9A-Za-z._-]{1,64}$",
+                                 description="the call's id (``GET /calls``)")],
+    svc: Services,
+    _: WriteToken,
+    reason: Annotated[str | None, Query(
+        min_length=1, max_length=100, pattern=r'^[^"\\\x00-\x1f\x7f]+$',
+        description="text of the Reason header sent to the phones and of the CDR reason "
+                    f"(default {ADMIN_RELEASE!r})")] = None,
+) -> Response:
+    """Hang up a call in progress. Answered: both phones get BYE
+    (``Reason: Q.850;cause=16;text="…"``). Not yet answered: the ringing phones get CANCEL and
+    the caller 480, both with ``Reason: SIP;cause=480;text="…"``. The call record says hangup
+    ``system`` with the reason."""
+    assert svc.calls is not None
+    if not svc.calls.hangup_call(call_id, reason or ADMIN_RELEASE):
+        raise ApiProblem(404, f"no call {call_id} in progress", field="call_id")
+    return Response(status_code=204)
 
 
 # -- tokens ----------------------------------------------------------------------------------
