@@ -113,7 +113,9 @@ async def register_run(users: int, data_dir: Path, backend: str = "sqlite") -> t
         location = LocationService(storage)
         await location.load()
         auth = Authenticator(directory, realm="example.test", secret=b"s" * 32, algorithms=("MD5",))
-        registrar = Registrar(users=directory, location=location, auth=auth, domains=lambda: ["example.test"])
+        registrar = Registrar(
+            users=directory, location=location, auth=auth, domains=lambda: ["example.test"]
+        )
         router = MethodRouter()
         router.route("REGISTER", registrar.on_register)
         sender = _Keeper()
@@ -132,10 +134,19 @@ async def register_run(users: int, data_dir: Path, backend: str = "sqlite") -> t
             nonces.append(response.www_authenticate[0].params["nonce"])  # type: ignore[union-attr]
         sender.sent.clear()
         second = [
-            register(i, 2, client_authorization(
-                username=str(100000 + i), realm="example.test", password=f"pw{i:06d}", method="REGISTER",
-                uri="sip:example.test", nonce=nonces[i], cnonce="0a4f113b",
-            ))
+            register(
+                i,
+                2,
+                client_authorization(
+                    username=str(100000 + i),
+                    realm="example.test",
+                    password=f"pw{i:06d}",
+                    method="REGISTER",
+                    uri="sip:example.test",
+                    nonce=nonces[i],
+                    cnonce="0a4f113b",
+                ),
+            )
             for i in range(users)
         ]
         gc.collect()
@@ -155,13 +166,19 @@ async def register_run(users: int, data_dir: Path, backend: str = "sqlite") -> t
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--count", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--gc-threshold", type=int, default=0)
     ap.add_argument("--scenario", choices=("options", "register"), default="options")
-    ap.add_argument("--users", type=int, default=2000, help="register: users, one registration each")
-    ap.add_argument("--storage", choices=("sqlite", "memory"), default="sqlite", help="register: the backend")
+    ap.add_argument(
+        "--users", type=int, default=2000, help="register: users, one registration each"
+    )
+    ap.add_argument(
+        "--storage", choices=("sqlite", "memory"), default="sqlite", help="register: the backend"
+    )
     args = ap.parse_args(argv)
     if args.gc_threshold > 0:
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
@@ -170,15 +187,23 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):  # a fresh data dir each time: no bindings from the last run
             with tempfile.TemporaryDirectory() as tmp:
                 reg.append(asyncio.run(register_run(args.users, Path(tmp), args.storage)))
-        print(f"fastsip {fastsip.__version__} (extensions: {fastsip.USING_EXTENSIONS}); gc threshold {gc.get_threshold()}")
-        print(f"storage {args.storage}; REGISTER answered 401: {statistics.median(r[0] for r in reg) * 1e6:.1f} µs CPU per request; "
-              f"registration (401 + 200, SQLite commit): {statistics.median(r[1] for r in reg) * 1e6:.1f} µs "
-              f"(median of {args.repeat}: {', '.join(f'{r[1] * 1e6:.1f}' for r in reg)})")
+        print(
+            f"fastsip {fastsip.__version__} (extensions: {fastsip.USING_EXTENSIONS}); gc threshold {gc.get_threshold()}"
+        )
+        print(
+            f"storage {args.storage}; REGISTER answered 401: {statistics.median(r[0] for r in reg) * 1e6:.1f} µs CPU per request; "
+            f"registration (401 + 200, SQLite commit): {statistics.median(r[1] for r in reg) * 1e6:.1f} µs "
+            f"(median of {args.repeat}: {', '.join(f'{r[1] * 1e6:.1f}' for r in reg)})"
+        )
         return 0
     runs = [asyncio.run(one_run(args.count)) for _ in range(args.repeat)]
-    print(f"fastsip {fastsip.__version__} (extensions: {fastsip.USING_EXTENSIONS}); gc threshold {gc.get_threshold()}")
-    print(f"OPTIONS through SipCore: {statistics.median(runs) * 1e6:.1f} µs CPU per request "
-          f"(median of {args.repeat}: {', '.join(f'{r * 1e6:.1f}' for r in runs)})")
+    print(
+        f"fastsip {fastsip.__version__} (extensions: {fastsip.USING_EXTENSIONS}); gc threshold {gc.get_threshold()}"
+    )
+    print(
+        f"OPTIONS through SipCore: {statistics.median(runs) * 1e6:.1f} µs CPU per request "
+        f"(median of {args.repeat}: {', '.join(f'{r * 1e6:.1f}' for r in runs)})"
+    )
     return 0
 
 

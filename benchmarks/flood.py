@@ -75,7 +75,9 @@ SCANNER_PACKET = (
 # -- the flood sender (runs in its own process) ----------------------------------------------
 
 
-def send_flood(target: tuple[str, int], source: str, rate: float, duration: float) -> dict[str, Any]:
+def send_flood(
+    target: tuple[str, int], source: str, rate: float, duration: float
+) -> dict[str, Any]:
     """Send ``SCANNER_PACKET`` from ``source`` to ``target`` at ``rate``/s for ``duration`` s.
 
     Paced in 1 ms slices (each slice sends what is due, then sleeps), bounded by both count
@@ -129,7 +131,11 @@ def mss(*args: str, data_dir: Path) -> None:
     env.pop("MSS_CONFIG", None)
     subprocess.run(
         [sys.executable, "-m", "mss", *args, "--data-dir", str(data_dir)],
-        check=True, capture_output=True, text=True, env=env, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -142,7 +148,9 @@ def add_users(data_dir: Path) -> None:
     from mss.features.users import UserDirectory
 
     async def go() -> None:
-        cfg = load_config(None, env={}, overrides={"data_dir": str(data_dir), "sip.domain": "mss.test"})
+        cfg = load_config(
+            None, env={}, overrides={"data_dir": str(data_dir), "sip.domain": "mss.test"}
+        )
         storage = await open_configured_storage(cfg)
         try:
             users = UserDirectory(storage, realm=await resolve_realm(cfg, storage))
@@ -160,16 +168,33 @@ class ServerProcess:
     def __init__(self, data_dir: Path, port: int) -> None:
         env = dict(os.environ)
         env.pop("MSS_CONFIG", None)
-        env.update({
-            "MSS_STUN_PORT": "",
-            "MSS_API_ENABLED": "0",
-            "MSS_AUTH_ALGORITHMS": "MD5",
-            "MSS_SECURITY_DROP_LOG_INTERVAL": "1",
-        })
+        env.update(
+            {
+                "MSS_STUN_PORT": "",
+                "MSS_API_ENABLED": "0",
+                "MSS_AUTH_ALGORITHMS": "MD5",
+                "MSS_SECURITY_DROP_LOG_INTERVAL": "1",
+            }
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mss", "serve", "--data-dir", str(data_dir),
-             "--listen", f"udp:127.0.0.1:{port}", "--domain", "mss.test", "--log-format", "json"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "mss",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--listen",
+                f"udp:127.0.0.1:{port}",
+                "--domain",
+                "mss.test",
+                "--log-format",
+                "json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
         self.lines: list[dict[str, Any]] = []
         self._started = threading.Event()
@@ -195,8 +220,11 @@ class ServerProcess:
         return self.proc.pid
 
     def dropped(self, ip: str) -> int:
-        return sum(int(r.get("dropped", 0)) for r in self.lines
-                   if r.get("event") == "drop_summary" and r.get("ip") == ip)
+        return sum(
+            int(r.get("dropped", 0))
+            for r in self.lines
+            if r.get("event") == "drop_summary" and r.get("ip") == ip
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -212,9 +240,19 @@ class ServerProcess:
 @contextlib.contextmanager
 def flood_process(port: int, rate: float, duration: float) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--sender", "--port", str(port),
-         "--rate", str(rate), "--duration", str(duration)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--sender",
+            "--port",
+            str(port),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         yield proc
@@ -242,8 +280,10 @@ def run(duration: float, rate: float, legit_rate: float, workdir: Path) -> dict[
     data = workdir / "data"
     add_users(data)
     mss("ban", "add", FLOOD_SOURCE, "--for", "1d", "--reason", "flood benchmark", data_dir=data)
-    inf = write_inf_file(workdir / "users.csv",
-                         [(str(1000 + n), f"pw-{1000 + n}-secret", "mss.test") for n in range(USERS)])
+    inf = write_inf_file(
+        workdir / "users.csv",
+        [(str(1000 + n), f"pw-{1000 + n}-secret", "mss.test") for n in range(USERS)],
+    )
     port = free_udp_port()
     server = ServerProcess(data, port)
     phases: dict[str, dict[str, Any]] = {}
@@ -251,8 +291,15 @@ def run(duration: float, rate: float, legit_rate: float, workdir: Path) -> dict[
     target = f"127.0.0.1:{port}"
 
     def legit() -> Any:
-        return run_sipp(target, scenario="register_uac.xml", calls=calls, rate=legit_rate,
-                        inf_file=inf, local_ip=LEGIT_SOURCE, timeout=duration + 20)
+        return run_sipp(
+            target,
+            scenario="register_uac.xml",
+            calls=calls,
+            rate=legit_rate,
+            inf_file=inf,
+            local_ip=LEGIT_SOURCE,
+            timeout=duration + 20,
+        )
 
     try:
         time.sleep(1.0)  # let start-up settle
@@ -266,23 +313,37 @@ def run(duration: float, rate: float, legit_rate: float, workdir: Path) -> dict[
         with flood_process(port, rate, duration) as proc:
             sent = sender_result(proc)
         time.sleep(0.05)
-        phases["flood"] = {"cpu": cpu_seconds(server.pid) - c0, "wall": time.perf_counter() - t0, **sent}
+        phases["flood"] = {
+            "cpu": cpu_seconds(server.pid) - c0,
+            "wall": time.perf_counter() - t0,
+            **sent,
+        }
         time.sleep(2.5)  # the last drop summary (every 1 s) comes out
         phases["flood"]["counted"] = server.dropped(FLOOD_SOURCE) - d0
         # legit only
         c0, t0 = cpu_seconds(server.pid), time.perf_counter()
         result = legit()
-        phases["legit"] = {"cpu": cpu_seconds(server.pid) - c0, "wall": time.perf_counter() - t0,
-                           "calls": calls, "ok": result.successful, "failed": result.failed}
+        phases["legit"] = {
+            "cpu": cpu_seconds(server.pid) - c0,
+            "wall": time.perf_counter() - t0,
+            "calls": calls,
+            "ok": result.successful,
+            "failed": result.failed,
+        }
         # flood + legit
         d0 = server.dropped(FLOOD_SOURCE)
         c0, t0 = cpu_seconds(server.pid), time.perf_counter()
         with flood_process(port, rate, duration) as proc:
             result = legit()
             sent = sender_result(proc)
-        phases["flood+legit"] = {"cpu": cpu_seconds(server.pid) - c0, "wall": time.perf_counter() - t0,
-                                 "calls": calls, "ok": result.successful, "failed": result.failed,
-                                 **sent}
+        phases["flood+legit"] = {
+            "cpu": cpu_seconds(server.pid) - c0,
+            "wall": time.perf_counter() - t0,
+            "calls": calls,
+            "ok": result.successful,
+            "failed": result.failed,
+            **sent,
+        }
         time.sleep(2.5)
         phases["flood+legit"]["counted"] = server.dropped(FLOOD_SOURCE) - d0
         if result.failed or result.successful != calls:
@@ -291,7 +352,9 @@ def run(duration: float, rate: float, legit_rate: float, workdir: Path) -> dict[
         server.stop()
     if server.proc.returncode not in (0, -signal.SIGTERM):  # it died: show why
         phases["server_exit"] = {"returncode": server.proc.returncode, "log": server.lines[-40:]}
-        print(f"mss serve exited with {server.proc.returncode}; its last log lines:", file=sys.stderr)
+        print(
+            f"mss serve exited with {server.proc.returncode}; its last log lines:", file=sys.stderr
+        )
         for line in server.lines[-40:]:
             print("   ", line, file=sys.stderr)
     idle_rate = phases["idle"]["cpu"] / phases["idle"]["wall"]
@@ -301,10 +364,14 @@ def run(duration: float, rate: float, legit_rate: float, workdir: Path) -> dict[
     lg = phases["legit"]
     # same number of REGISTERs in both phases; the rest of the wall time costs the idle rate
     extra = fl["cpu"] - lg["cpu"] - idle_rate * max(0.0, fl["wall"] - lg["wall"])
-    receive = [str(r.get("message")) for r in server.lines if "udp receive:" in str(r.get("message"))]
+    receive = [
+        str(r.get("message")) for r in server.lines if "udp receive:" in str(r.get("message"))
+    ]
     summary = {
         "duration": duration,
-        "server_udp_receive": receive[0].split(":", 1)[1].strip() if receive else "asyncio datagram transport",
+        "server_udp_receive": receive[0].split(":", 1)[1].strip()
+        if receive
+        else "asyncio datagram transport",
         "rate_asked": rate,
         "flood_rate_sent": f["sent"] / f["elapsed"],
         "flood_sent": f["sent"],
@@ -341,20 +408,22 @@ def table(s: dict[str, Any]) -> str:
         f"{p['flood+legit']['sent']:,} | {p['flood+legit']['counted']:,} | "
         f"{p['flood+legit']['ok']} / {p['flood+legit']['calls']} |",
     ]
-    return "\n".join([
-        describe(),
-        f"server UDP receive path: {s['server_udp_receive']}",
-        "",
-        *rows,
-        "",
-        f"server CPU per dropped packet (flood - idle): {s['us_per_sent']:.2f} µs per packet sent, "
-        f"{s['us_per_counted']:.2f} µs per packet the server counted",
-        f"under load ((flood+legit) - legit): {s['loaded_us_per_counted']:.2f} µs per counted packet "
-        f"({s['loaded_flood_counted']:,} of {s['loaded_flood_sent']:,} reached the server; the rest "
-        "overflowed the socket buffer while it was busy)",
-        f"legitimate REGISTER success rate during the flood: {100 * s['legit_success_rate']:.2f} % "
-        f"({s['legit_ok']} / {s['legit_calls']}, {s['legit_failed']} failed)",
-    ])
+    return "\n".join(
+        [
+            describe(),
+            f"server UDP receive path: {s['server_udp_receive']}",
+            "",
+            *rows,
+            "",
+            f"server CPU per dropped packet (flood - idle): {s['us_per_sent']:.2f} µs per packet sent, "
+            f"{s['us_per_counted']:.2f} µs per packet the server counted",
+            f"under load ((flood+legit) - legit): {s['loaded_us_per_counted']:.2f} µs per counted packet "
+            f"({s['loaded_flood_counted']:,} of {s['loaded_flood_sent']:,} reached the server; the rest "
+            "overflowed the socket buffer while it was busy)",
+            f"legitimate REGISTER success rate during the flood: {100 * s['legit_success_rate']:.2f} % "
+            f"({s['legit_ok']} / {s['legit_calls']}, {s['legit_failed']} failed)",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,14 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.sender:
-        print(json.dumps(send_flood(("127.0.0.1", args.port), FLOOD_SOURCE, args.rate, args.duration)))
+        print(
+            json.dumps(send_flood(("127.0.0.1", args.port), FLOOD_SOURCE, args.rate, args.duration))
+        )
         return 0
     with tempfile.TemporaryDirectory(prefix="mss-flood-") as tmp:
         summary = run(args.duration, args.rate, args.legit_rate, Path(tmp))
     print(table(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
-    return 0 if summary["legit_failed"] == 0 and summary["legit_ok"] == summary["legit_calls"] else 1
+    return (
+        0 if summary["legit_failed"] == 0 and summary["legit_ok"] == summary["legit_calls"] else 1
+    )
 
 
 if __name__ == "__main__":

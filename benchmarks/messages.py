@@ -34,7 +34,7 @@ INVITE = (
     b"INVITE sip:1002@example.com SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP 192.0.2.101:5060;branch=z9hG4bK74bf9;rport\r\n"
     b"Max-Forwards: 70\r\n"
-    b"From: \"Alice\" <sip:1001@example.com>;tag=9fxced76sl\r\n"
+    b'From: "Alice" <sip:1001@example.com>;tag=9fxced76sl\r\n'
     b"To: <sip:1002@example.com>\r\n"
     b"Call-ID: 3848276298220188511@192.0.2.101\r\n"
     b"CSeq: 1 INVITE\r\n"

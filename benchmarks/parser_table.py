@@ -27,7 +27,6 @@ from benchmarks import machine
 from benchmarks.messages import HTTP, MESSAGES
 from benchmarks.parsers import fastsip_twin, httptools_fn, implementations
 
-
 CLOCK: Callable[[], float] = time.perf_counter
 
 
@@ -80,7 +79,9 @@ def run(repeat: int) -> dict[str, Any]:
         except ImportError:
             continue
         req = p.parse_datagram(MESSAGES["INVITE+SDP"])
-        resp = make_response(req, 200, to_tag="8321234356", headers=[("Contact", "<sip:1002@192.0.2.200:5060>")])
+        resp = make_response(
+            req, 200, to_tag="8321234356", headers=[("Contact", "<sip:1002@192.0.2.200:5060>")]
+        )
         ser[f"fastsip-{which}"] = {
             "bytes": median_us(lambda resp=resp: bytes(resp), repeat),
             "make+bytes": median_us(
@@ -93,11 +94,17 @@ def run(repeat: int) -> dict[str, Any]:
 
 def render(results: dict[str, Any]) -> str:
     out = [results["machine"], ""]
-    ref_name = "fastsip-c" if "fastsip-c" in next(iter(results["messages"].values()))["impls"] else "fastsip-py"
+    ref_name = (
+        "fastsip-c"
+        if "fastsip-c" in next(iter(results["messages"].values()))["impls"]
+        else "fastsip-py"
+    )
     for label, entry in results["messages"].items():
         impls = entry["impls"]
         ref = impls[ref_name]
-        out.append(f"### {label} ({entry['bytes']} B) — median µs per message; ratio = impl / {ref_name}")
+        out.append(
+            f"### {label} ({entry['bytes']} B) — median µs per message; ratio = impl / {ref_name}"
+        )
         out.append("")
         out.append("| implementation | parse µs | parse+read µs | parse ratio | parse+read ratio |")
         out.append("|---|---:|---:|---:|---:|")
@@ -121,8 +128,14 @@ def render(results: dict[str, Any]) -> str:
         c = reg["fastsip-c"]["read"]
         checks = [
             (f"Cython parse+read REGISTER ≤ 2 µs: {c:.2f} µs", c <= 2.0),
-            (f"≥ 30× faster than sippy: {reg['sippy']['read'] / c:.1f}×", reg["sippy"]["read"] / c >= 30),
-            (f"≥ 50× faster than sipmessage: {reg['sipmessage']['read'] / c:.1f}×", reg["sipmessage"]["read"] / c >= 50),
+            (
+                f"≥ 30× faster than sippy: {reg['sippy']['read'] / c:.1f}×",
+                reg["sippy"]["read"] / c >= 30,
+            ),
+            (
+                f"≥ 50× faster than sipmessage: {reg['sipmessage']['read'] / c:.1f}×",
+                reg["sipmessage"]["read"] / c >= 50,
+            ),
             (
                 f"within 1.5× of httptools per message (parse): {reg['fastsip-c']['parse'] / h['parse']:.2f}×",
                 reg["fastsip-c"]["parse"] / h["parse"] <= 1.5,
@@ -153,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=15, help="rounds per measurement (median)")
     ap.add_argument("--quick", action="store_true", help="3 rounds (smoke test)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/parser.json"))
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall clock, or this process's CPU time (shared machines)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall clock, or this process's CPU time (shared machines)",
+    )
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter

@@ -55,7 +55,9 @@ def provision(data: Path, n: int) -> list[tuple[str, str]]:
     users = [(str(100000 + i), f"pw{i:06d}") for i in range(n)]
 
     async def go() -> None:
-        cfg = load_config(None, env={}, overrides={"data_dir": str(data), "sip.domain": "example.test"})
+        cfg = load_config(
+            None, env={}, overrides={"data_dir": str(data), "sip.domain": "example.test"}
+        )
         storage = await open_configured_storage(cfg)
         try:
             directory = UserDirectory(storage, realm=await resolve_realm(cfg, storage))
@@ -69,28 +71,57 @@ def provision(data: Path, n: int) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--rates", default="500,1000,2000,3000,4000")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each step")
-    ap.add_argument("--profile", default="", help="py-spy output prefix: profile one more step at the first rate")
+    ap.add_argument(
+        "--profile",
+        default="",
+        help="py-spy output prefix: profile one more step at the first rate",
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         users = provision(data, args.users)
         inf = write_inf_file(Path(tmp) / "users.csv", [(n, p, "example.test") for n, p in users])
         port = free_udp_port()
-        env = dict(os.environ, MSS_AUTH_ALGORITHMS="MD5", MSS_STUN_PORT="", MSS_API_ENABLED="0",
-                   MSS_LOG_LEVEL="warning")
+        env = dict(
+            os.environ,
+            MSS_AUTH_ALGORITHMS="MD5",
+            MSS_STUN_PORT="",
+            MSS_API_ENABLED="0",
+            MSS_LOG_LEVEL="warning",
+        )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mss", "serve", "--data-dir", str(data), "--listen", f"udp:127.0.0.1:{port}",
-             "--domain", "example.test", "--log-format", "json"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "mss",
+                "serve",
+                "--data-dir",
+                str(data),
+                "--listen",
+                f"udp:127.0.0.1:{port}",
+                "--domain",
+                "example.test",
+                "--log-format",
+                "json",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(2.0)
         print(machine.describe())
-        print(f"users: {args.users}; step duration: {args.seconds} s; sipp register_uac.xml (REGISTER, 401, REGISTER+digest, 200)\n")
-        print("| offered/s | attempted | ok | failed | retrans | achieved/s | server CPU µs/registration | of which user | system |")
+        print(
+            f"users: {args.users}; step duration: {args.seconds} s; sipp register_uac.xml (REGISTER, 401, REGISTER+digest, 200)\n"
+        )
+        print(
+            "| offered/s | attempted | ok | failed | retrans | achieved/s | server CPU µs/registration | of which user | system |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         best = 0
         try:
@@ -99,15 +130,29 @@ def main(argv: list[str] | None = None) -> int:
                 calls = int(rate * args.seconds)
                 u0, s0 = cpu_times(proc.pid)
                 t0 = time.monotonic()
-                r = run_sipp(f"127.0.0.1:{port}", scenario="register_uac.xml", calls=calls, rate=rate,
-                             inf_file=inf, timeout=args.seconds * 4 + 20, extra=["-l", str(max(100, rate))])
+                r = run_sipp(
+                    f"127.0.0.1:{port}",
+                    scenario="register_uac.xml",
+                    calls=calls,
+                    rate=rate,
+                    inf_file=inf,
+                    timeout=args.seconds * 4 + 20,
+                    extra=["-l", str(max(100, rate))],
+                )
                 wall = time.monotonic() - t0
                 u1, s1 = cpu_times(proc.pid)
                 ok = r.successful
                 scale = 1e6 / ok if ok else float("nan")
-                per, user, system = (u1 - u0 + s1 - s0) * scale, (u1 - u0) * scale, (s1 - s0) * scale
-                print(f"| {rate} | {calls} | {ok} | {r.failed} | {r.retransmissions} | {ok / wall:.0f} | {per:.0f} "
-                      f"| {user:.0f} | {system:.0f} |", flush=True)
+                per, user, system = (
+                    (u1 - u0 + s1 - s0) * scale,
+                    (u1 - u0) * scale,
+                    (s1 - s0) * scale,
+                )
+                print(
+                    f"| {rate} | {calls} | {ok} | {r.failed} | {r.retransmissions} | {ok / wall:.0f} | {per:.0f} "
+                    f"| {user:.0f} | {system:.0f} |",
+                    flush=True,
+                )
                 if r.failed == 0 and ok == calls:
                     best = max(best, rate)
                 else:
@@ -117,9 +162,18 @@ def main(argv: list[str] | None = None) -> int:
 
                 for kind in ("gil", "native"):
                     out = Path(f"{args.profile}-{kind}.txt")
-                    spy = profile.record(proc.pid, out, args.seconds, native=kind == "native", gil=kind == "gil")
-                    run_sipp(f"127.0.0.1:{port}", scenario="register_uac.xml", calls=int(rates[0] * args.seconds),
-                             rate=rates[0], inf_file=inf, timeout=args.seconds * 4 + 20, extra=["-l", str(max(100, rates[0]))])
+                    spy = profile.record(
+                        proc.pid, out, args.seconds, native=kind == "native", gil=kind == "gil"
+                    )
+                    run_sipp(
+                        f"127.0.0.1:{port}",
+                        scenario="register_uac.xml",
+                        calls=int(rates[0] * args.seconds),
+                        rate=rates[0],
+                        inf_file=inf,
+                        timeout=args.seconds * 4 + 20,
+                        extra=["-l", str(max(100, rates[0]))],
+                    )
                     spy.wait(args.seconds + 30)
                     if out.exists():
                         print(f"\npy-spy ({kind}) at {rates[0]}/s, self time, {out}:")

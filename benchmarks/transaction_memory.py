@@ -38,7 +38,9 @@ def register(i: int) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--count", type=int, default=5000)
     args = ap.parse_args(argv)
     n = args.count
@@ -52,16 +54,25 @@ def main(argv: list[str] | None = None) -> int:
         txn, _ = layer.receive_request(request, ("127.0.0.1", 5061), reliable=False, now=0.0)
         assert txn is not None
         response = make_response(
-            request, 200, to_tag=f"t{i}",
-            headers=[("Contact", f"<sip:{100000 + i}@127.0.0.1:5061>;expires=3600"), ("Server", "mss")],
+            request,
+            200,
+            to_tag=f"t{i}",
+            headers=[
+                ("Contact", f"<sip:{100000 + i}@127.0.0.1:5061>;expires=3600"),
+                ("Server", "mss"),
+            ],
         )
         layer.send_response(txn, response, 0.0)
         del request, response, txn
     gc.collect()
     objects1, bytes1 = len(gc.get_objects()), tracemalloc.get_traced_memory()[0]
     assert layer.server_count == n
-    print(f"fastsip {fastsip.__version__} (extensions: {fastsip.USING_EXTENSIONS}), {n} completed REGISTER transactions:")
-    print(f"  {(bytes1 - bytes0) / n:.0f} B and {(objects1 - objects0) / n:.1f} gc-tracked objects per transaction")
+    print(
+        f"fastsip {fastsip.__version__} (extensions: {fastsip.USING_EXTENSIONS}), {n} completed REGISTER transactions:"
+    )
+    print(
+        f"  {(bytes1 - bytes0) / n:.0f} B and {(objects1 - objects0) / n:.1f} gc-tracked objects per transaction"
+    )
     return 0
 
 

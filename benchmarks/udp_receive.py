@@ -88,8 +88,16 @@ async def _round(path: str, rate: float, duration: float) -> float:
         idle = (_cpu() - c0) / (time.perf_counter() - t0)
         c0, t0 = _cpu(), time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "benchmarks" / "flood.py"), "--sender", "--port", str(port),
-            "--rate", str(rate), "--duration", str(duration), stdout=subprocess.PIPE,
+            sys.executable,
+            str(ROOT / "benchmarks" / "flood.py"),
+            "--sender",
+            "--port",
+            str(port),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            stdout=subprocess.PIPE,
         )
         await asyncio.wait_for(proc.communicate(), duration + 30)
         await asyncio.sleep(0.05)
@@ -143,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
                 us = _run(loop_name, path, args.rate, args.duration)
                 results.setdefault(path, {}).setdefault(loop_name, []).append(us)
     print(describe())
-    print(f"\n{args.rate:,.0f} datagrams/s for {args.duration:g} s from a banned source, "
-          f"median of {args.rounds} rounds; µs of server CPU per dropped datagram\n")
+    print(
+        f"\n{args.rate:,.0f} datagrams/s for {args.duration:g} s from a banned source, "
+        f"median of {args.rounds} rounds; µs of server CPU per dropped datagram\n"
+    )
     print("| receive path | asyncio | uvloop |")
     print("|---|---:|---:|")
     for path, label in PATHS.items():

@@ -27,7 +27,12 @@ ALLOWED: dict[str, set[str]] = {
     "mss.media": {"mss.media", "mss.features", "mss.storage", "fastsip"},
     "mss.sip": {"mss.sip", "mss.media", "mss.features", "mss.storage", "fastsip"},
     "mss.transport": {
-        "mss.transport", "mss.sip", "mss.media", "mss.features", "mss.storage", "fastsip"
+        "mss.transport",
+        "mss.sip",
+        "mss.media",
+        "mss.features",
+        "mss.storage",
+        "fastsip",
     },
     "mss.api": {"mss.api", "mss.features", "mss.storage", "fastsip"},
     "mss.config": set(),
@@ -77,7 +82,11 @@ def _layer(name: str) -> str | None:
 FILES = sorted(SRC.rglob("*.py")) + sorted(SRC.rglob("*.pyx"))
 
 
-@pytest.mark.parametrize("path", [p for p in FILES if p.parts[-2] == "fastsip" or "fastsip" in p.parts], ids=lambda p: str(p.relative_to(SRC)))
+@pytest.mark.parametrize(
+    "path",
+    [p for p in FILES if p.parts[-2] == "fastsip" or "fastsip" in p.parts],
+    ids=lambda p: str(p.relative_to(SRC)),
+)
 def test_fastsip_imports_only_stdlib(path: Path) -> None:
     if path.suffix == ".pyx":
         names = []
@@ -87,18 +96,29 @@ def test_fastsip_imports_only_stdlib(path: Path) -> None:
                 names.append((m.group(1) or m.group(2)).lstrip("."))
         for name in names:
             top = name.split(".")[0] or "fastsip"
-            ok = top in ("fastsip", "cython", "cpython", "libc", "") or top in sys.stdlib_module_names
+            ok = (
+                top in ("fastsip", "cython", "cpython", "libc", "")
+                or top in sys.stdlib_module_names
+            )
             ok = ok or (path.parent.name == "fastsip" and (path.parent / f"{top}.py").exists())
             assert ok, f"{path.name} imports {name}"
-            assert top not in ("asyncio", "socket", "time", "selectors"), f"{path.name} imports {name}"
+            assert top not in ("asyncio", "socket", "time", "selectors"), (
+                f"{path.name} imports {name}"
+            )
         return
     for name in _imports(path):
         top = name.split(".")[0]
         assert top == "fastsip" or top in sys.stdlib_module_names, f"{path.name} imports {name}"
-        assert top not in ("asyncio", "socket", "time", "selectors"), f"{path.name} imports {name}: fastsip is sans-IO"
+        assert top not in ("asyncio", "socket", "time", "selectors"), (
+            f"{path.name} imports {name}: fastsip is sans-IO"
+        )
 
 
-@pytest.mark.parametrize("path", [p for p in FILES if "mss" in p.parts and p.suffix == ".py"], ids=lambda p: str(p.relative_to(SRC)))
+@pytest.mark.parametrize(
+    "path",
+    [p for p in FILES if "mss" in p.parts and p.suffix == ".py"],
+    ids=lambda p: str(p.relative_to(SRC)),
+)
 def test_mss_layers(path: Path) -> None:
     layer = _layer(_module_name(path))
     if layer is None:

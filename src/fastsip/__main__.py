@@ -39,7 +39,11 @@ def describe(data: bytes) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fastsip", description=__doc__)
     ap.add_argument("files", nargs="+", help="files holding one SIP message each ('-' = stdin)")
-    ap.add_argument("--version", action="version", version=f"fastsip {__version__} (extensions: {USING_EXTENSIONS})")
+    ap.add_argument(
+        "--version",
+        action="version",
+        version=f"fastsip {__version__} (extensions: {USING_EXTENSIONS})",
+    )
     args = ap.parse_args(argv)
     status = 0
     for name in args.files:
@@ -47,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result: dict[str, object] = describe(data)
         except ParseError as e:
-            result = {"parse_error": {"status": e.status_hint, "reason": e.reason, "offset": e.offset}}
+            result = {
+                "parse_error": {"status": e.status_hint, "reason": e.reason, "offset": e.offset}
+            }
             status = 1
         print(json.dumps({"file": name, **result}, ensure_ascii=False, indent=2))
     return status

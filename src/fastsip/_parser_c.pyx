@@ -309,7 +309,7 @@ def _build_names():
         key = _sys.intern(header_key(name))
         _insert(_htab, 511, low.encode(), key, _sys.intern(name), low,
                 F_CONTENT_LENGTH if key == "content-length" else 0)
-    for letter, long_name in COMPACT_FORMS.items():
+    for letter, _long_name in COMPACT_FORMS.items():
         key = _sys.intern(header_key(letter))
         _insert(_htab, 511, letter.encode(), key, _sys.intern(letter), _sys.intern(letter),
                 F_CONTENT_LENGTH if key == "content-length" else 0)
@@ -592,7 +592,8 @@ def classify(data: bytes) -> Kind:
 # --------------------------------------------------------------------------------------------
 # framing
 # --------------------------------------------------------------------------------------------
-cdef inline Py_ssize_t _find_crlfcrlf(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+cdef inline Py_ssize_t _find_crlfcrlf(const unsigned char* p, Py_ssize_t i,
+                                      Py_ssize_t n) noexcept nogil:
     """Index of the first CRLFCRLF at or after i (like bytes.find), or -1."""
     cdef const unsigned char* q
     cdef Py_ssize_t j
@@ -607,7 +608,8 @@ cdef inline Py_ssize_t _find_crlfcrlf(const unsigned char* p, Py_ssize_t i, Py_s
     return -1
 
 
-cdef inline Py_ssize_t _line_end(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end) noexcept nogil:
+cdef inline Py_ssize_t _line_end(const unsigned char* p, Py_ssize_t pos,
+                                 Py_ssize_t end) noexcept nogil:
     """End of the line starting at pos (index of its CRLF, or end), or -1 if it holds a bare CR/LF.
 
     The line is what ``split(b"\\r\\n")`` yields: it reaches up to the first LF, which must be
@@ -1006,7 +1008,7 @@ def parse_datagram(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Request |
     cdef Py_ssize_t n, start, end, body_start, stop, cl
     cdef const unsigned char* p
     cdef HeadInfo info
-    cdef object buf, msg, body, raw
+    cdef object buf, msg
     cdef _Shape shape
     _load_limits(limits, &lim)
     if PyBytes_Check(data):
@@ -1040,8 +1042,8 @@ def parse_datagram(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Request |
         if stop > n:
             raise _err("Content-Length larger than the body", n)
     shape = _REQ if info.is_request else _RESP
-    shape.put(msg, M_BODY, PyBytes_FromStringAndSize(<const char*>p + body_start,
-                                                      stop - body_start))
+    shape.put(msg, M_BODY,
+              PyBytes_FromStringAndSize(<const char*>p + body_start, stop - body_start))
     if start == 0 and stop == n:
         shape.put(msg, M_RAW, data)
     else:
@@ -1212,7 +1214,8 @@ cdef inline Py_ssize_t _find(const UCH* d, UC ch, Py_ssize_t a, Py_ssize_t b) no
     return -1
 
 
-cdef inline bint _chars_ok(const UCH* d, Py_ssize_t a, Py_ssize_t b, unsigned int mask) noexcept nogil:
+cdef inline bint _chars_ok(const UCH* d, Py_ssize_t a, Py_ssize_t b,
+                           unsigned int mask) noexcept nogil:
     """The pure ``_check_chars``: every ASCII character in the class; non-ASCII is allowed."""
     cdef UC c
     while a < b:
@@ -1223,7 +1226,8 @@ cdef inline bint _chars_ok(const UCH* d, Py_ssize_t a, Py_ssize_t b, unsigned in
     return True
 
 
-cdef inline bint _all_in(const UCH* d, Py_ssize_t a, Py_ssize_t b, unsigned int mask) noexcept nogil:
+cdef inline bint _all_in(const UCH* d, Py_ssize_t a, Py_ssize_t b,
+                         unsigned int mask) noexcept nogil:
     """Every character in the (ASCII) class."""
     while a < b:
         if not _is(d[a], mask):
@@ -1232,7 +1236,8 @@ cdef inline bint _all_in(const UCH* d, Py_ssize_t a, Py_ssize_t b, unsigned int 
     return True
 
 
-cdef inline Py_ssize_t _span(const UCH* d, Py_ssize_t i, Py_ssize_t n, unsigned int mask) noexcept nogil:
+cdef inline Py_ssize_t _span(const UCH* d, Py_ssize_t i, Py_ssize_t n,
+                             unsigned int mask) noexcept nogil:
     """First index at or after i whose character is not in the (ASCII) class."""
     while i < n and _is(d[i], mask):
         i += 1
@@ -1915,7 +1920,6 @@ def parse_auth(text: str) -> Auth:
     if kind == 2:
         return _parse_auth(t, <const uint16_t*>data, n)
     return _parse_auth(t, <const uint32_t*>data, n)
-
 
 
 # --------------------------------------------------------------------------------------------

@@ -352,7 +352,10 @@ class Auth:
     quoted: frozenset[str]
 
     def __init__(
-        self, scheme: str, params: dict[str, str] | None = None, quoted: frozenset[str] | None = None
+        self,
+        scheme: str,
+        params: dict[str, str] | None = None,
+        quoted: frozenset[str] | None = None,
     ) -> None:
         self.scheme = scheme
         self.params = {} if params is None else params

@@ -31,7 +31,13 @@ class Limits:
     max_via: int = 70
 
     def __post_init__(self) -> None:
-        for field in ("max_message_size", "max_headers", "max_header_length", "max_start_line", "max_via"):
+        for field in (
+            "max_message_size",
+            "max_headers",
+            "max_header_length",
+            "max_start_line",
+            "max_via",
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Limits.{field} must be a positive int, got {value!r}")

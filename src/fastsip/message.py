@@ -61,6 +61,7 @@ class Kind(IntEnum):
     STUN = 2
     KEEPALIVE = 3
 
+
 #: Default reason phrases (RFC 3261 §21 and later RFCs).
 REASON_PHRASES: dict[int, str] = {
     100: "Trying",
@@ -134,7 +135,7 @@ _DATE_RE = re.compile(
 def _default_parsers() -> ModuleType:
     from . import parser  # late: parser imports this module
 
-    return parser._impl
+    return parser._impl  # type: ignore[attr-defined]
 
 
 def _uint(text: str, name: str, maximum: int) -> int:
@@ -584,7 +585,15 @@ class Message:
 
 #: Accessors a compiled parser twin may take over (see :func:`_install_fast_accessors`).
 _FAST_ACCESSORS = (
-    "via", "vias", "from_", "to", "call_id", "cseq", "contacts", "expires", "max_forwards",
+    "via",
+    "vias",
+    "from_",
+    "to",
+    "call_id",
+    "cseq",
+    "contacts",
+    "expires",
+    "max_forwards",
     "content_length",
 )
 _PURE: dict[str, Callable[[Message], Any]] = {}
@@ -907,10 +916,10 @@ def error_response_for(data: bytes, error: ParseError) -> tuple[bytes, Via] | No
             current = [key, value.strip(b" \t").decode("utf-8", "surrogateescape")]
             found.append(current)  # type: ignore[arg-type]
     top: Via | None = None
-    for key, value in found:
-        if key == "via":
+    for fkey, fval in found:
+        if fkey == "via":
             try:
-                top = parse_via(value)[0]
+                top = parse_via(fval)[0]
             except ParseError:
                 return None
             break
@@ -921,9 +930,9 @@ def error_response_for(data: bytes, error: ParseError) -> tuple[bytes, Via] | No
     reason = "".join(ch if " " <= ch != "\x7f" else " " for ch in error.reason)[:120]
     out = [f"SIP/2.0 {status} {phrase} ({reason})"]
     found.sort(key=lambda kv: kv[0] != "via")  # stable: Vias first, in order
-    for key, value in found:
-        if "\r" in value or "\n" in value:
+    for fkey, fval in found:
+        if "\r" in fval or "\n" in fval:
             continue
-        out.append(f"{display_name(key)}: {value}")
+        out.append(f"{display_name(fkey)}: {fval}")
     out.append("Content-Length: 0\r\n\r\n")
     return "\r\n".join(out).encode("utf-8", "surrogateescape"), top

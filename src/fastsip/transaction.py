@@ -212,7 +212,9 @@ class Transaction:
     #: free for the driver (e.g. its timer handles); the layer never touches it.
     driver_data: Any
 
-    def __init__(self, request: Request, dest: Any, reliable: bool, timers: Timers, now: float) -> None:
+    def __init__(
+        self, request: Request, dest: Any, reliable: bool, timers: Timers, now: float
+    ) -> None:
         self.request = request
         self.dest = dest
         self.reliable = reliable
@@ -256,7 +258,9 @@ class ClientTransaction(Transaction):
     interval: float
     last_response: Response | None
 
-    def __init__(self, request: Request, dest: Any, reliable: bool, timers: Timers, now: float) -> None:
+    def __init__(
+        self, request: Request, dest: Any, reliable: bool, timers: Timers, now: float
+    ) -> None:
         super().__init__(request, dest, reliable, timers, now)
         via = request.via
         if via is None or not via.branch:
@@ -383,7 +387,11 @@ class ClientNonInviteTransaction(ClientTransaction):
         self.state = "completed"
         self._release()
         self.data = b""  # Completed absorbs retransmissions and sends nothing (§17.1.2.2)
-        out: list[Action] = [CancelTimer(self, "E"), CancelTimer(self, "F"), Deliver(self, response)]
+        out: list[Action] = [
+            CancelTimer(self, "E"),
+            CancelTimer(self, "F"),
+            Deliver(self, response),
+        ]
         if self.reliable:
             return self._terminate(out)  # timer K = 0
         out.append(StartTimer(self, "K", self.timers.t4))
@@ -405,7 +413,9 @@ class ServerTransaction(Transaction):
     #: the To tag of the final response of an INVITE transaction (RFC 2543 ACK matching)
     to_tag: str | None
 
-    def __init__(self, request: Request, dest: Any, reliable: bool, timers: Timers, now: float) -> None:
+    def __init__(
+        self, request: Request, dest: Any, reliable: bool, timers: Timers, now: float
+    ) -> None:
         super().__init__(request, dest, reliable, timers, now)
         self.last_response = None
         self.last_data = None
@@ -573,7 +583,9 @@ def _sent_by(request: Request) -> str:
     return f"{via.host.lower()}:{via.port if via.port is not None else ''}"
 
 
-def server_key(request: Request, *, method: str | None = None, to_tag: str | None = None) -> tuple[Any, ...]:
+def server_key(
+    request: Request, *, method: str | None = None, to_tag: str | None = None
+) -> tuple[Any, ...]:
     """The matching key of a request for server transactions (§17.2.3).
 
     Args:
@@ -617,8 +629,14 @@ def client_key(message: Request | Response) -> tuple[str | None, str | None]:
 
 
 def response_target(
-    via_host: str, via_port: int | None, has_rport: bool, maddr: str | None,
-    source: tuple[str, int], *, reliable: bool, default_port: int = 5060,
+    via_host: str,
+    via_port: int | None,
+    has_rport: bool,
+    maddr: str | None,
+    source: tuple[str, int],
+    *,
+    reliable: bool,
+    default_port: int = 5060,
 ) -> tuple[str, int]:
     """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4).
 
@@ -662,7 +680,9 @@ class TransactionLayer:
         for a in actions:
             if type(a) is Terminated:
                 txn = a.txn
-                table: dict[Any, Any] = self._client if isinstance(txn, ClientTransaction) else self._server
+                table: dict[Any, Any] = (
+                    self._client if isinstance(txn, ClientTransaction) else self._server
+                )
                 for key in txn.keys:
                     if table.get(key) is txn:
                         del table[key]
@@ -687,7 +707,9 @@ class TransactionLayer:
         key = server_key(request)
         txn = self._server.get(key)
         if txn is None and request.method == "ACK" and key[0] == "2543":
-            txn = self._server.get(server_key(request, to_tag=request.to.tag if request.to else None))
+            txn = self._server.get(
+                server_key(request, to_tag=request.to.tag if request.to else None)
+            )
         if txn is not None:
             if request.method == "ACK" and not isinstance(txn, ServerInviteTransaction):
                 return None, []
@@ -743,7 +765,9 @@ class TransactionLayer:
         self._client[key] = txn
         return txn, self._forget(txn.start(now))
 
-    def receive_response(self, response: Response, now: float) -> tuple[ClientTransaction | None, list[Action]]:
+    def receive_response(
+        self, response: Response, now: float
+    ) -> tuple[ClientTransaction | None, list[Action]]:
         """Match a response to a client transaction (§17.1.3).
 
         Returns:

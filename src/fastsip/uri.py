@@ -55,7 +55,17 @@ def escape_user(user: str) -> str:
 class URI:
     """A parsed URI. Treat as immutable; use :meth:`replace` to derive a changed copy."""
 
-    __slots__ = ("_text", "headers", "host", "opaque", "params", "password", "port", "scheme", "user")
+    __slots__ = (
+        "_text",
+        "headers",
+        "host",
+        "opaque",
+        "params",
+        "password",
+        "port",
+        "scheme",
+        "user",
+    )
 
     scheme: str
     user: str | None

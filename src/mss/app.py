@@ -44,10 +44,10 @@ from .sip.b2bua import B2bua
 from .sip.core import SipCore
 from .sip.lines import LineRegistrations
 from .sip.mwi import MwiNotifier
-from .sip.voicemail import VoicemailMedia
 from .sip.registrar import Registrar
 from .sip.router import MethodRouter
 from .sip.trunks import TrunkPinger
+from .sip.voicemail import VoicemailMedia
 from .storage import open_storage
 from .storage.base import Storage
 from .transport.clock import Clock
@@ -89,6 +89,7 @@ async def server_secret(config: Config, storage: Storage) -> bytes:
     # setdefault is atomic across processes: two first starts agree on one secret
     secret = await storage.kv.setdefault("auth.secret", os.urandom(32).hex())
     return bytes.fromhex(secret)
+
 
 log = logging.getLogger("mss")
 
@@ -212,8 +213,11 @@ class Server:
         await self.users.load()
         stale = [u.number for u in self.users.all() if u.realm != realm]
         if stale:
-            log.warning("users %s have passwords for another realm than %r: set their passwords again",
-                        ", ".join(stale[:20]), realm)
+            log.warning(
+                "users %s have passwords for another realm than %r: set their passwords again",
+                ", ".join(stale[:20]),
+                realm,
+            )
         self.location = LocationService(storage)
         await self.location.load()
         self.user_status.seed(self.location.all())
@@ -278,8 +282,12 @@ class Server:
             is_user=lambda number: users.get(number) is not None,
         )
         await self.dialplan.load()
-        log.info("%d external lines, %d SIP trunks, %d dial-plan routes",
-                 len(lines.lines()), len(trunks.trunks()), len(self.dialplan.plan))
+        log.info(
+            "%d external lines, %d SIP trunks, %d dial-plan routes",
+            len(lines.lines()),
+            len(trunks.trunks()),
+            len(self.dialplan.plan),
+        )
 
     def _start_outbound(self) -> None:
         """Once the listeners are bound: register the lines, ping the trunks."""
@@ -320,17 +328,21 @@ class Server:
                 line_changes = await self.lines.reload(c.key for c in changes if c.entity == "line")
             if line_changes:
                 rebuild = True
-                log.info("reloaded lines %s", ", ".join(sorted((n or o).id for o, n in line_changes)))  # type: ignore[union-attr]
+                names = sorted(r.id for o, n in line_changes if (r := n or o) is not None)
+                log.info("reloaded lines %s", ", ".join(names))
                 if self.line_registrations is not None:
                     self.line_registrations.apply(line_changes)
         if entities is None or "trunk" in entities:
             if changes is None:
                 trunk_changes = await self.trunks.reload_all()
             else:
-                trunk_changes = await self.trunks.reload(c.key for c in changes if c.entity == "trunk")
+                trunk_changes = await self.trunks.reload(
+                    c.key for c in changes if c.entity == "trunk"
+                )
             if trunk_changes:
                 rebuild = True
-                log.info("reloaded trunks %s", ", ".join(sorted((n or o).id for o, n in trunk_changes)))  # type: ignore[union-attr]
+                names = sorted(t.id for o, n in trunk_changes if (t := n or o) is not None)
+                log.info("reloaded trunks %s", ", ".join(names))
                 if self.trunk_pinger is not None:
                     self.trunk_pinger.apply(trunk_changes)
         if entities is None or "route" in entities:
@@ -341,7 +353,7 @@ class Server:
         if changes is not None and self.line_registrations is not None:
             for c in changes:
                 if c.entity == "kv" and c.op == "put" and c.key.startswith(REGISTER_NOW_KEY):
-                    line_id = c.key[len(REGISTER_NOW_KEY):]
+                    line_id = c.key[len(REGISTER_NOW_KEY) :]
                     if self.line_registrations.register_now(line_id):
                         log.info("line %s: register-now requested", line_id)
 
@@ -362,7 +374,10 @@ class Server:
         assert self.storage is not None and self.users is not None
         assert self.auth is not None and self.core is not None
         self.voicemail = VoicemailService(
-            self.storage, self.users, data_dir=cfg.data_dir, smtp=cfg.smtp,
+            self.storage,
+            self.users,
+            data_dir=cfg.data_dir,
+            smtp=cfg.smtp,
             domain=cfg.sip.domain or "",
         )
         await self.voicemail.load()
@@ -396,7 +411,9 @@ class Server:
         storage = self.storage
         assert storage is not None and self.users is not None and self.location is not None
         assert self.auth is not None and self.core is not None
-        self.calls = CallService(self.users, self.location, no_answer_timeout=cfg.calls.no_answer_timeout)
+        self.calls = CallService(
+            self.users, self.location, no_answer_timeout=cfg.calls.no_answer_timeout
+        )
         self.calls.hooks = self.call_hooks  # the same list: hooks added later apply too
         self.cdr = CdrService(storage.cdrs, storage.kv)
         await self.cdr.start()
@@ -520,7 +537,9 @@ class Server:
                 self._domains = ["*"]
             else:
                 names = [self.config.sip.domain, "localhost", "127.0.0.1", "::1"]
-                names += [info.host for info in self.listeners if info.host not in ("0.0.0.0", "::")]
+                names += [
+                    info.host for info in self.listeners if info.host not in ("0.0.0.0", "::")
+                ]
                 self._domains = names
         return self._domains
 
@@ -567,8 +586,10 @@ class Server:
         """Bans, IP lists and blacklist records changed by the CLI (or another node)."""
         if self.security is not None and any(c.entity in ("ban", "iplist") for c in changes):
             await self.security.apply_changes(changes)
-        if self.blacklist is not None and self.storage is not None and any(
-            c.entity == "blacklist" for c in changes
+        if (
+            self.blacklist is not None
+            and self.storage is not None
+            and any(c.entity == "blacklist" for c in changes)
         ):
             await self.blacklist.load(self.storage)
             log.info("reloaded the system blacklist: %d records", len(self.blacklist))
@@ -600,8 +621,12 @@ class Server:
         first = await self.tokens.bootstrap()
         if first is not None:
             # shown once: only its SHA-256 is stored
-            log.warning("first start: created the admin API token %s (shown only now; "
-                        "`mss token create` makes more)", first, extra={"event": "api_token"})
+            log.warning(
+                "first start: created the admin API token %s (shown only now; "
+                "`mss token create` makes more)",
+                first,
+                extra={"event": "api_token"},
+            )
         from .api import ApiServer, ApiServices, create_api
 
         services = ApiServices(
@@ -620,11 +645,19 @@ class Server:
             trunks=self.trunks,
             core=self.core,
             transport=self.transport.stats if self.transport is not None else None,
-            counters={name: obj for name, obj in (
-                ("registrar", self.registrar), ("auth", self.auth), ("b2bua", self.b2bua),
-                ("cdr", self.cdr), ("call_admission", self.calls),
-                ("voicemail", self.voicemail), ("mwi", self.mwi),
-            ) if obj is not None},
+            counters={
+                name: obj
+                for name, obj in (
+                    ("registrar", self.registrar),
+                    ("auth", self.auth),
+                    ("b2bua", self.b2bua),
+                    ("cdr", self.cdr),
+                    ("call_admission", self.calls),
+                    ("voicemail", self.voicemail),
+                    ("mwi", self.mwi),
+                )
+                if obj is not None
+            },
             api_listen=cfg.api.listen,
             voicemail=self.voicemail,
         )
@@ -676,16 +709,18 @@ class Server:
         out = []
         for call in self.b2bua.calls_active():
             record = call.log
-            out.append({
-                "id": call.id,
-                "caller": record.caller,
-                "callee": record.callee or record.dialed,
-                "state": call.state,
-                "setup_at": record.setup_at,
-                "answer_at": record.answer_at,
-                "call_id": record.call_id,
-                "caller_addr": record.caller_addr,
-            })
+            out.append(
+                {
+                    "id": call.id,
+                    "caller": record.caller,
+                    "callee": record.callee or record.dialed,
+                    "state": call.state,
+                    "setup_at": record.setup_at,
+                    "answer_at": record.answer_at,
+                    "call_id": record.call_id,
+                    "caller_addr": record.caller_addr,
+                }
+            )
         return out
 
     def hangup_call(self, id: str, reason: str) -> bool:
@@ -761,8 +796,12 @@ def tune_gc(threshold: int) -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(threshold, gen1, gen2)
-    log.info("garbage collector: threshold %d, %d start-up objects frozen", threshold,
-             gc.get_freeze_count(), extra={"event": "gc_tuned"})
+    log.info(
+        "garbage collector: threshold %d, %d start-up objects frozen",
+        threshold,
+        gc.get_freeze_count(),
+        extra={"event": "gc_tuned"},
+    )
 
 
 def _loop_factory(config: Config) -> Any:

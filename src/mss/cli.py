@@ -26,10 +26,18 @@ T = TypeVar("T")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
-                   help="where the database and files live (default ./mss-data; env MSS_DATA_DIR)")
-    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                   help="TOML configuration file (env MSS_CONFIG)")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="where the database and files live (default ./mss-data; env MSS_DATA_DIR)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML configuration file (env MSS_CONFIG)",
+    )
 
 
 def _load(args: argparse.Namespace, **overrides: object) -> Any:
@@ -193,19 +201,29 @@ def _cmd_user_list(args: argparse.Namespace) -> int:
         bs = live.get(u.number, [])
         ips = [a for a in u.allow_ips]
         online = bool(bs) or bool(ips)
-        rows.append({
-            "number": u.number,
-            "name": u.name,
-            "online": online,
-            "multi_device": u.multi_device,
-            "max_devices": u.max_devices,
-            "allow_ips": ips,
-            "max_calls": u.max_calls,
-            "max_outgoing": u.max_outgoing,
-            "no_answer_timeout": (u.extra or {}).get("no_answer_timeout"),
-            "voicemail": _voicemail_json(u),
-            "bindings": [{"contact": b.contact, "source": b.source, "expires_in": int(b.expires_at - now), "user_agent": b.user_agent} for b in bs],
-        })
+        rows.append(
+            {
+                "number": u.number,
+                "name": u.name,
+                "online": online,
+                "multi_device": u.multi_device,
+                "max_devices": u.max_devices,
+                "allow_ips": ips,
+                "max_calls": u.max_calls,
+                "max_outgoing": u.max_outgoing,
+                "no_answer_timeout": (u.extra or {}).get("no_answer_timeout"),
+                "voicemail": _voicemail_json(u),
+                "bindings": [
+                    {
+                        "contact": b.contact,
+                        "source": b.source,
+                        "expires_in": int(b.expires_at - now),
+                        "user_agent": b.user_agent,
+                    }
+                    for b in bs
+                ],
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -218,7 +236,9 @@ def _cmd_user_list(args: argparse.Namespace) -> int:
         where = ", ".join(f"{b['contact']} ({b['expires_in']}s)" for b in r["bindings"])
         if r["allow_ips"]:
             where = ", ".join(filter(None, [where, "ip-auth " + " ".join(r["allow_ips"])]))
-        print(f"{r['number']:<12} {r['name'][:20]:<20} {'yes' if r['online'] else 'no':<7} {devices:<8} {where}")
+        print(
+            f"{r['number']:<12} {r['name'][:20]:<20} {'yes' if r['online'] else 'no':<7} {devices:<8} {where}"
+        )
     return 0
 
 
@@ -228,14 +248,32 @@ def _cmd_reg_list(args: argparse.Namespace) -> int:
     async def go() -> list[Any]:
         storage = await _open(cfg)
         try:
-            return await storage.bindings.all()
+            return list(await storage.bindings.all())
         finally:
             await storage.close()
 
     now = time.time()
     bindings = [b for b in _run(go) if b.expires_at > now]
     if args.json:
-        print(json.dumps([{"aor": b.aor, "contact": b.contact, "expires_in": int(b.expires_at - now), "source": b.source, "call_id": b.call_id, "cseq": b.cseq, "user_agent": b.user_agent, "q": b.q, "path": list(b.path)} for b in bindings], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "aor": b.aor,
+                        "contact": b.contact,
+                        "expires_in": int(b.expires_at - now),
+                        "source": b.source,
+                        "call_id": b.call_id,
+                        "cseq": b.cseq,
+                        "user_agent": b.user_agent,
+                        "q": b.q,
+                        "path": list(b.path),
+                    }
+                    for b in bindings
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not bindings:
         print("no registrations")
@@ -271,11 +309,25 @@ def _cmd_ban_list(args: argparse.Namespace) -> int:
     if not args.all:
         bans = [b for b in bans if b.until is None or b.until > now]
     if args.json:
-        print(json.dumps([{
-            "ip": b.ip, "until": b.until, "active": b.until is None or b.until > now,
-            "remaining": None if b.until is None else max(0, int(b.until - now)),
-            "reason": b.reason, "count": b.count, "first_at": b.first_at, "last_at": b.last_at,
-            "users": list(b.users)} for b in bans], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "ip": b.ip,
+                        "until": b.until,
+                        "active": b.until is None or b.until > now,
+                        "remaining": None if b.until is None else max(0, int(b.until - now)),
+                        "reason": b.reason,
+                        "count": b.count,
+                        "first_at": b.first_at,
+                        "last_at": b.last_at,
+                        "users": list(b.users),
+                    }
+                    for b in bans
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not bans:
         print("no bans")
@@ -295,8 +347,9 @@ def _cmd_ban_add(args: argparse.Namespace) -> int:
     duration = None if args.duration is None else parse_duration(args.duration)
 
     async def go(storage: Any) -> Any:
-        record = operator_ban(text, duration=duration, reason=args.reason or "",
-                              previous=await storage.bans.get(text))
+        record = operator_ban(
+            text, duration=duration, reason=args.reason or "", previous=await storage.bans.get(text)
+        )
         await storage.bans.put(record)
         return record
 
@@ -368,8 +421,20 @@ def _cmd_iplist_list(args: argparse.Namespace) -> int:
     entries = _storage_call(cfg, lambda st: st.iplists.list(name))
     entries = [e for e in entries if e.list_name in LISTS]
     if args.json:
-        print(json.dumps([{"list": e.list_name, "network": e.network, "note": e.note,
-                           "created_at": e.created_at} for e in entries], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "list": e.list_name,
+                        "network": e.network,
+                        "note": e.note,
+                        "created_at": e.created_at,
+                    }
+                    for e in entries
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not entries:
         print("no entries")
@@ -383,8 +448,10 @@ def _cmd_iplist_list(args: argparse.Namespace) -> int:
 def _blacklist_prefixes(args: argparse.Namespace) -> tuple[str, str]:
     from .features.blacklist import normalise_prefix
 
-    return (normalise_prefix(args.caller, "caller", caller=True),
-            normalise_prefix(args.called, "called", caller=False))
+    return (
+        normalise_prefix(args.caller, "caller", caller=True),
+        normalise_prefix(args.called, "called", caller=False),
+    )
 
 
 def _cmd_blacklist_add(args: argparse.Namespace) -> int:
@@ -417,8 +484,20 @@ def _cmd_blacklist_list(args: argparse.Namespace) -> int:
     cfg = _load(args)
     records = _storage_call(cfg, lambda st: st.blacklist.list())
     if args.json:
-        print(json.dumps([{"caller": r.caller_prefix, "called": r.called_prefix, "rate": r.rate,
-                           "description": r.note} for r in records], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "caller": r.caller_prefix,
+                        "called": r.called_prefix,
+                        "rate": r.rate,
+                        "description": r.note,
+                    }
+                    for r in records
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not records:
         print("no blacklist records")
@@ -445,7 +524,9 @@ def _cdr_query(cfg: Any, *, date: str | None, user: str | None, limit: int | Non
         page = 1000
         while limit is None or len(out) < limit:
             want = page if limit is None else min(page, limit - len(out))
-            rows = await storage.cdrs.query(since=since, until=until, number=user, limit=want, offset=len(out))
+            rows = await storage.cdrs.query(
+                since=since, until=until, number=user, limit=want, offset=len(out)
+            )
             out += rows
             if len(rows) < want:
                 break
@@ -458,19 +539,41 @@ def _cmd_cdr_list(args: argparse.Namespace) -> int:
     cfg = _load(args)
     rows = _cdr_query(cfg, date=args.date, user=args.user, limit=args.limit)
     if args.json:
-        keys = ("id", "caller", "dialed", "callee", "setup_at", "ring_at", "answer_at", "end_at", "duration",
-                "status", "cause", "reason", "hangup", "result", "caller_addr", "callee_addr", "direction",
-                "route", "call_id")
+        keys = (
+            "id",
+            "caller",
+            "dialed",
+            "callee",
+            "setup_at",
+            "ring_at",
+            "answer_at",
+            "end_at",
+            "duration",
+            "status",
+            "cause",
+            "reason",
+            "hangup",
+            "result",
+            "caller_addr",
+            "callee_addr",
+            "direction",
+            "route",
+            "call_id",
+        )
         print(json.dumps([{k: getattr(r, k) for k in keys} for r in rows], indent=2))
         return 0
     if not rows:
         print("no call records")
         return 0
-    print(f"{'SETUP':<20} {'CALLER':<12} {'DIALED':<14} {'CALLEE':<12} {'RESULT':<12} {'STATUS':<6} {'DURATION':>9}  HANGUP  REASON")
+    print(
+        f"{'SETUP':<20} {'CALLER':<12} {'DIALED':<14} {'CALLEE':<12} {'RESULT':<12} {'STATUS':<6} {'DURATION':>9}  HANGUP  REASON"
+    )
     for r in rows:
         status = "" if r.status is None else str(r.status)
-        print(f"{_fmt_time(r.setup_at):<20} {r.caller:<12} {r.dialed:<14} {r.callee:<12} {r.result:<12} "
-              f"{status:<6} {r.duration:>8.1f}s  {r.hangup or '-':<7} {r.reason}")
+        print(
+            f"{_fmt_time(r.setup_at):<20} {r.caller:<12} {r.dialed:<14} {r.callee:<12} {r.result:<12} "
+            f"{status:<6} {r.duration:>8.1f}s  {r.hangup or '-':<7} {r.reason}"
+        )
     return 0
 
 
@@ -496,7 +599,9 @@ def _cmd_cdr_export(args: argparse.Namespace) -> int:
 def _cmd_version(args: argparse.Namespace) -> int:
     import fastsip
 
-    print(f"mss (fastsip {fastsip.__version__}); Cython extensions in use: {fastsip.USING_EXTENSIONS}")
+    print(
+        f"mss (fastsip {fastsip.__version__}); Cython extensions in use: {fastsip.USING_EXTENSIONS}"
+    )
     return 0
 
 
@@ -531,12 +636,15 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
     scopes = ("read",) if args.read_only else ("admin",)
     record, token = _storage_call(
         cfg,
-        lambda st: TokenService(st.tokens, st.kv).create(args.name or "", scopes=scopes,
-                                                          expires_in=expires),
+        lambda st: TokenService(st.tokens, st.kv).create(
+            args.name or "", scopes=scopes, expires_in=expires
+        ),
     )
     print(token)
-    print(f"token {record.id} created ({', '.join(record.scopes)}); it is shown only now",
-          file=sys.stderr)
+    print(
+        f"token {record.id} created ({', '.join(record.scopes)}); it is shown only now",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -544,17 +652,32 @@ def _cmd_token_list(args: argparse.Namespace) -> int:
     cfg = _load(args)
     tokens = _storage_call(cfg, lambda st: st.tokens.list())
     if args.json:
-        print(json.dumps([{"id": t.id, "name": t.name, "scopes": list(t.scopes),
-                           "created_at": t.created_at, "expires_at": t.expires_at,
-                           "last_used_at": t.last_used_at or None} for t in tokens], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": t.id,
+                        "name": t.name,
+                        "scopes": list(t.scopes),
+                        "created_at": t.created_at,
+                        "expires_at": t.expires_at,
+                        "last_used_at": t.last_used_at or None,
+                    }
+                    for t in tokens
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not tokens:
         print("no tokens")
         return 0
     print(f"{'ID':<12} {'SCOPES':<8} {'CREATED':<20} {'LAST USED':<20} {'EXPIRES':<20} NAME")
     for t in tokens:
-        print(f"{t.id:<12} {','.join(t.scopes):<8} {_fmt_time(t.created_at):<20} "
-              f"{_fmt_time(t.last_used_at or None):<20} {_fmt_time(t.expires_at):<20} {t.name}")
+        print(
+            f"{t.id:<12} {','.join(t.scopes):<8} {_fmt_time(t.created_at):<20} "
+            f"{_fmt_time(t.last_used_at or None):<20} {_fmt_time(t.expires_at):<20} {t.name}"
+        )
     return 0
 
 
@@ -575,12 +698,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ap)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="run the server (embedded defaults: SQLite in the data dir, UDP+TCP 5060, STUN)")
+    p = sub.add_parser(
+        "serve",
+        help="run the server (embedded defaults: SQLite in the data dir, UDP+TCP 5060, STUN)",
+    )
     _common(p)
-    p.add_argument("--listen", action="append", metavar="TRANSPORT:HOST:PORT",
-                   help="listener, repeatable: udp:0.0.0.0:5060, tcp:[::]:5060, tls:0.0.0.0:5061")
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="TRANSPORT:HOST:PORT",
+        help="listener, repeatable: udp:0.0.0.0:5060, tcp:[::]:5060, tls:0.0.0.0:5061",
+    )
     p.add_argument("--domain", metavar="NAME", help="the SIP domain users register in")
-    p.add_argument("--log-format", choices=("auto", "text", "json"), help="log format (auto: text on a TTY, JSON lines otherwise)")
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "text", "json"),
+        help="log format (auto: text on a TTY, JSON lines otherwise)",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level")
     p.set_defaults(func=_cmd_serve)
 
@@ -593,22 +727,47 @@ def build_parser() -> argparse.ArgumentParser:
     def user_options(q: argparse.ArgumentParser, *, adding: bool) -> None:
         _common(q)
         q.add_argument("number", help="the user's number (also the SIP user name)")
-        q.add_argument("--password", required=adding, help="the SIP password (only its digest HA1s are stored)")
+        q.add_argument(
+            "--password", required=adding, help="the SIP password (only its digest HA1s are stored)"
+        )
         q.add_argument("--name", help="display name")
         md = q.add_mutually_exclusive_group()
-        md.add_argument("--multi-device", dest="multi_device", action="store_true", default=None,
-                        help="one number, multi-devices: ring every registered device")
-        md.add_argument("--single-device", dest="multi_device", action="store_false",
-                        help="one device: a new registration replaces the old one (default)")
-        q.add_argument("--max-devices", type=_nonneg, help="devices allowed with --multi-device (default 3)")
-        q.add_argument("--allow-ip", action="append", metavar="IP[/LEN][:PORT]",
-                       help="IP address authorization: requests from here need no password (repeatable)")
+        md.add_argument(
+            "--multi-device",
+            dest="multi_device",
+            action="store_true",
+            default=None,
+            help="one number, multi-devices: ring every registered device",
+        )
+        md.add_argument(
+            "--single-device",
+            dest="multi_device",
+            action="store_false",
+            help="one device: a new registration replaces the old one (default)",
+        )
+        q.add_argument(
+            "--max-devices", type=_nonneg, help="devices allowed with --multi-device (default 3)"
+        )
+        q.add_argument(
+            "--allow-ip",
+            action="append",
+            metavar="IP[/LEN][:PORT]",
+            help="IP address authorization: requests from here need no password (repeatable)",
+        )
         if not adding:
-            q.add_argument("--clear-allow-ip", action="store_true", help="remove every IP authorization")
+            q.add_argument(
+                "--clear-allow-ip", action="store_true", help="remove every IP authorization"
+            )
         q.add_argument("--max-calls", type=_nonneg, help="max concurrent calls (-1 = unlimited)")
-        q.add_argument("--max-outgoing", type=_nonneg, help="max concurrent outgoing calls (-1 = unlimited)")
-        q.add_argument("--no-answer-timeout", type=_nonneg, metavar="S",
-                       help="seconds a call to this user rings before it is released (0 = the system value)")
+        q.add_argument(
+            "--max-outgoing", type=_nonneg, help="max concurrent outgoing calls (-1 = unlimited)"
+        )
+        q.add_argument(
+            "--no-answer-timeout",
+            type=_nonneg,
+            metavar="S",
+            help="seconds a call to this user rings before it is released (0 = the system value)",
+        )
         add_voicemail_options(q)
 
     q = usub.add_parser("add", help="add a user")
@@ -634,7 +793,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="JSON output")
     q.set_defaults(func=_cmd_reg_list)
 
-    ban = sub.add_parser("ban", help="banned source addresses (fail-to-ban, operator bans): list, add, del")
+    ban = sub.add_parser(
+        "ban", help="banned source addresses (fail-to-ban, operator bans): list, add, del"
+    )
     _common(ban)
     bsub = ban.add_subparsers(dest="ban_command", required=True, metavar="ACTION")
     q = bsub.add_parser("list", help="list active bans (with --all, remembered expired ones too)")
@@ -645,8 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = bsub.add_parser("add", help="ban an address: its packets are dropped without any reply")
     _common(q)
     q.add_argument("ip", help="IPv4 or IPv6 address")
-    q.add_argument("--for", dest="duration", metavar="DURATION",
-                   help="how long: 3600, 90m, 3h, 1d (default: until `mss ban del`)")
+    q.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="how long: 3600, 90m, 3h, 1d (default: until `mss ban del`)",
+    )
     q.add_argument("--reason", metavar="TEXT", help="why (shown by `mss ban list`)")
     q.set_defaults(func=_cmd_ban_add)
     q = bsub.add_parser("del", help="lift a ban")
@@ -654,14 +819,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("ip", help="IPv4 or IPv6 address")
     q.set_defaults(func=_cmd_ban_del)
 
-    ipl = sub.add_parser("iplist", help="IP black list (dropped before parse) and white list (never banned)")
+    ipl = sub.add_parser(
+        "iplist", help="IP black list (dropped before parse) and white list (never banned)"
+    )
     _common(ipl)
     isub = ipl.add_subparsers(dest="iplist_command", required=True, metavar="ACTION")
 
     def which(q: argparse.ArgumentParser) -> None:
         g = q.add_mutually_exclusive_group()
-        g.add_argument("--black", action="store_true", help="the black list: packets dropped before parse")
-        g.add_argument("--white", action="store_true", help="the white list: never banned by fail-to-ban")
+        g.add_argument(
+            "--black", action="store_true", help="the black list: packets dropped before parse"
+        )
+        g.add_argument(
+            "--white", action="store_true", help="the white list: never banned by fail-to-ban"
+        )
 
     q = isub.add_parser("add", help="add an address or CIDR to a list")
     _common(q)
@@ -680,14 +851,29 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="JSON output")
     q.set_defaults(func=_cmd_iplist_list)
 
-    bl = sub.add_parser("blacklist", help="system blacklist (call filtering by caller/called prefix): add, del, list")
+    bl = sub.add_parser(
+        "blacklist",
+        help="system blacklist (call filtering by caller/called prefix): add, del, list",
+    )
     _common(bl)
     blsub = bl.add_subparsers(dest="blacklist_command", required=True, metavar="ACTION")
     q = blsub.add_parser("add", help="add or replace a record")
     _common(q)
-    q.add_argument("--caller", required=True, metavar="PREFIX", help="caller number prefix, * = any, anonymous = withheld callers")
-    q.add_argument("--called", required=True, metavar="PREFIX", help="called number prefix, * = any")
-    q.add_argument("--rate", required=True, metavar="N", help="percentage of matching calls blocked: 100 always, 0 never (an explicit allow)")
+    q.add_argument(
+        "--caller",
+        required=True,
+        metavar="PREFIX",
+        help="caller number prefix, * = any, anonymous = withheld callers",
+    )
+    q.add_argument(
+        "--called", required=True, metavar="PREFIX", help="called number prefix, * = any"
+    )
+    q.add_argument(
+        "--rate",
+        required=True,
+        metavar="N",
+        help="percentage of matching calls blocked: 100 always, 0 never (an explicit allow)",
+    )
     q.add_argument("--description", metavar="TEXT", help="what the record is for")
     q.set_defaults(func=_cmd_blacklist_add)
     q = blsub.add_parser("del", help="delete a record")
@@ -706,14 +892,24 @@ def build_parser() -> argparse.ArgumentParser:
     q = csub.add_parser("list", help="list call records, oldest first")
     _common(q)
     q.add_argument("--date", metavar="YYYY-MM-DD", help="only calls set up on this (local) day")
-    q.add_argument("--user", metavar="NUMBER", help="only calls where this number is caller, dialled or callee")
-    q.add_argument("--limit", type=_nonneg, default=1000, help="at most this many records (default 1000)")
+    q.add_argument(
+        "--user", metavar="NUMBER", help="only calls where this number is caller, dialled or callee"
+    )
+    q.add_argument(
+        "--limit", type=_nonneg, default=1000, help="at most this many records (default 1000)"
+    )
     q.add_argument("--json", action="store_true", help="JSON output")
     q.set_defaults(func=_cmd_cdr_list)
-    q = csub.add_parser("export", help="write the CSV file of one day (like miniSIPServer's daily CDR files)")
+    q = csub.add_parser(
+        "export", help="write the CSV file of one day (like miniSIPServer's daily CDR files)"
+    )
     _common(q)
     q.add_argument("--date", metavar="YYYY-MM-DD", required=True, help="the (local) day")
-    q.add_argument("--out", metavar="FILE", help="output file ('-' = stdout; default DATA_DIR/cdr/YYYY-MM-DD.csv)")
+    q.add_argument(
+        "--out",
+        metavar="FILE",
+        help="output file ('-' = stdout; default DATA_DIR/cdr/YYYY-MM-DD.csv)",
+    )
     q.set_defaults(func=_cmd_cdr_export)
 
     tok = sub.add_parser("token", help="management API tokens: create, list, revoke")
@@ -723,7 +919,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(q)
     q.add_argument("--name", metavar="N", help="what the token is for")
     q.add_argument("--read-only", action="store_true", help="scope 'read': may not change anything")
-    q.add_argument("--expires", metavar="DURATION", help="lifetime (3600, 90m, 12h, 30d); default never")
+    q.add_argument(
+        "--expires", metavar="DURATION", help="lifetime (3600, 90m, 12h, 30d); default never"
+    )
     q.set_defaults(func=_cmd_token_create)
     q = tsub.add_parser("list", help="list the tokens (never their secrets)")
     _common(q)
@@ -749,7 +947,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(q)
     q.set_defaults(func=_cmd_config_show)
 
-    p = sub.add_parser("version", help="print the version and whether the Cython extensions are used")
+    p = sub.add_parser(
+        "version", help="print the version and whether the Cython extensions are used"
+    )
     _common(p)
     p.set_defaults(func=_cmd_version)
     p = sub.add_parser("parse", help="parse SIP message files and print what the parser saw")

@@ -62,7 +62,9 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def _flag_pair(p: argparse.ArgumentParser, name: str, dest: str, on_help: str, off_help: str) -> None:
+def _flag_pair(
+    p: argparse.ArgumentParser, name: str, dest: str, on_help: str, off_help: str
+) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument(f"--{name}", dest=dest, action="store_true", default=None, help=on_help)
     g.add_argument(f"--no-{name}", dest=dest, action="store_false", help=off_help)
@@ -70,12 +72,28 @@ def _flag_pair(p: argparse.ArgumentParser, name: str, dest: str, on_help: str, o
 
 def _enable_pair(p: argparse.ArgumentParser, what: str) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--enable", dest="enabled", action="store_true", default=None, help=f"use the {what} (default)")
-    g.add_argument("--disable", dest="enabled", action="store_false", help=f"keep the {what} but do not use it")
+    g.add_argument(
+        "--enable",
+        dest="enabled",
+        action="store_true",
+        default=None,
+        help=f"use the {what} (default)",
+    )
+    g.add_argument(
+        "--disable", dest="enabled", action="store_false", help=f"keep the {what} but do not use it"
+    )
 
 
-def _store(args: argparse.Namespace, what: str, record_id: str, build: Callable[[Any], Any],
-           check: Callable[[Any], None], repo: str, *, adding: bool) -> None:
+def _store(
+    args: argparse.Namespace,
+    what: str,
+    record_id: str,
+    build: Callable[[Any], Any],
+    check: Callable[[Any], None],
+    repo: str,
+    *,
+    adding: bool,
+) -> None:
     """Add (``adding``) or update a keyed record through ``build(old_or_None) -> record``."""
     from .storage import AlreadyExists, NotFound
 
@@ -189,9 +207,15 @@ def _cmd_line_set(args: argparse.Namespace) -> int:
     if not fields and not getattr(args, "number", None):
         raise MssError("nothing to change: give at least one option")
     _line_numbers(args, None)  # errors before opening the storage
-    _store(args, "line", args.id,
-           lambda old: dataclasses.replace(old, extra=_line_numbers(args, old), **fields),
-           _check_line, "lines", adding=False)
+    _store(
+        args,
+        "line",
+        args.id,
+        lambda old: dataclasses.replace(old, extra=_line_numbers(args, old), **fields),
+        _check_line,
+        "lines",
+        adding=False,
+    )
     print(f"line {args.id} updated")
     return 0
 
@@ -231,18 +255,32 @@ def _cmd_line_list(args: argparse.Namespace) -> int:
     for line in lines:
         st = states.get(line.id, {})
         policy = "default" if line.new_call_id is None else ("new" if line.new_call_id else "same")
-        rows.append({
-            "id": line.id, "account": line.account, "domain": line.domain,
-            "password_set": bool(line.password), "auth_user": auth_username(line),
-            "auth_with_domain": line.auth_with_domain, "proxy": line.proxy,
-            "transport": line.transport, "register": line.register, "expires": line.expires,
-            "call_id": policy, "contact_user": line.contact_user or line.account,
-            "owner": line.owner, "numbers": line_numbers(line), "max_calls": line.max_calls,
-            "no_answer_timeout": line.no_answer_timeout, "enabled": line.enabled,
-            "state": st.get("state", "unknown"), "status": st.get("status"),
-            "reason": st.get("reason", ""), "next_retry": st.get("next_retry"),
-            "registered_until": st.get("registered_until"),
-        })
+        rows.append(
+            {
+                "id": line.id,
+                "account": line.account,
+                "domain": line.domain,
+                "password_set": bool(line.password),
+                "auth_user": auth_username(line),
+                "auth_with_domain": line.auth_with_domain,
+                "proxy": line.proxy,
+                "transport": line.transport,
+                "register": line.register,
+                "expires": line.expires,
+                "call_id": policy,
+                "contact_user": line.contact_user or line.account,
+                "owner": line.owner,
+                "numbers": line_numbers(line),
+                "max_calls": line.max_calls,
+                "no_answer_timeout": line.no_answer_timeout,
+                "enabled": line.enabled,
+                "state": st.get("state", "unknown"),
+                "status": st.get("status"),
+                "reason": st.get("reason", ""),
+                "next_retry": st.get("next_retry"),
+                "registered_until": st.get("registered_until"),
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -253,37 +291,75 @@ def _cmd_line_list(args: argparse.Namespace) -> int:
     for r in rows:
         state = r["state"] if r["enabled"] else "disabled"
         via = f"{r['transport']}:{r['proxy']}" if r["proxy"] else r["transport"]
-        print(f"{r['id']:<12} {r['account'][:16]:<16} {r['domain'][:24]:<24} {via[:22]:<22} "
-              f"{state:<13} {_when(r['next_retry']):<9} {r['reason']}")
+        print(
+            f"{r['id']:<12} {r['account'][:16]:<16} {r['domain'][:24]:<24} {via[:22]:<22} "
+            f"{state:<13} {_when(r['next_retry']):<9} {r['reason']}"
+        )
     return 0
 
 
 def _line_options(q: argparse.ArgumentParser, *, adding: bool) -> None:
     q.add_argument("id", help="the line's name")
     q.add_argument("--account", required=adding, help="the account (user name) at the provider")
-    q.add_argument("--domain", required=adding, metavar="HOST[:PORT]",
-                   help="the provider's domain / registrar (kept in the Request-URI, To and From)")
+    q.add_argument(
+        "--domain",
+        required=adding,
+        metavar="HOST[:PORT]",
+        help="the provider's domain / registrar (kept in the Request-URI, To and From)",
+    )
     q.add_argument("--password", help="the provider password (stored: needed to answer challenges)")
-    q.add_argument("--auth-user", metavar="NAME", help="authorization user name (default: the account)")
-    _flag_pair(q, "auth-with-domain", "auth_with_domain",
-               "authorization ID includes the domain: account@domain (IMS)",
-               "authorization ID without the domain (default)")
-    q.add_argument("--proxy", metavar="HOST[:PORT]",
-                   help="outbound proxy / SBC ('Via' address) the packets go to; '' = the domain")
-    q.add_argument("--transport", choices=("udp", "tcp", "tls"), help="towards the proxy or domain (default udp)")
+    q.add_argument(
+        "--auth-user", metavar="NAME", help="authorization user name (default: the account)"
+    )
+    _flag_pair(
+        q,
+        "auth-with-domain",
+        "auth_with_domain",
+        "authorization ID includes the domain: account@domain (IMS)",
+        "authorization ID without the domain (default)",
+    )
+    q.add_argument(
+        "--proxy",
+        metavar="HOST[:PORT]",
+        help="outbound proxy / SBC ('Via' address) the packets go to; '' = the domain",
+    )
+    q.add_argument(
+        "--transport",
+        choices=("udp", "tcp", "tls"),
+        help="towards the proxy or domain (default udp)",
+    )
     _flag_pair(q, "register", "register", "register to the provider (default)", "do not register")
-    q.add_argument("--expires", type=_int, metavar="S", help="registration expiry asked for (default 3600)")
-    q.add_argument("--contact-user", metavar="USER", help="user part of the registered Contact (default: the account)")
-    q.add_argument("--call-id", choices=("same", "new", "default"),
-                   help="REGISTER Call-ID: same (RFC 3261, CSeq+1), new (a new Call-ID each time), "
-                        "default (mss_var_param.ini gVarSipRegSameDialog, else same)")
-    q.add_argument("--owner", metavar="NUMBER", help="local user receiving the line's incoming calls")
-    q.add_argument("--number", action="append", metavar="NUMBER=USER",
-                   help="an incoming call to this called number (DID) rings USER instead of the "
-                        "owner; repeatable; NUMBER= removes it")
+    q.add_argument(
+        "--expires", type=_int, metavar="S", help="registration expiry asked for (default 3600)"
+    )
+    q.add_argument(
+        "--contact-user",
+        metavar="USER",
+        help="user part of the registered Contact (default: the account)",
+    )
+    q.add_argument(
+        "--call-id",
+        choices=("same", "new", "default"),
+        help="REGISTER Call-ID: same (RFC 3261, CSeq+1), new (a new Call-ID each time), "
+        "default (mss_var_param.ini gVarSipRegSameDialog, else same)",
+    )
+    q.add_argument(
+        "--owner", metavar="NUMBER", help="local user receiving the line's incoming calls"
+    )
+    q.add_argument(
+        "--number",
+        action="append",
+        metavar="NUMBER=USER",
+        help="an incoming call to this called number (DID) rings USER instead of the "
+        "owner; repeatable; NUMBER= removes it",
+    )
     q.add_argument("--max-calls", type=_int, help="concurrent calls on the line (-1 = unlimited)")
-    q.add_argument("--no-answer-timeout", type=_int, metavar="S",
-                   help="seconds an outgoing call may ring (0 = the system timer)")
+    q.add_argument(
+        "--no-answer-timeout",
+        type=_int,
+        metavar="S",
+        help="seconds an outgoing call may ring (0 = the system timer)",
+    )
     _enable_pair(q, "line")
 
 
@@ -331,8 +407,15 @@ def _cmd_trunk_add(args: argparse.Namespace) -> int:
     fields = _trunk_fields(args)
     host = fields.pop("host")
 
-    _store(args, "trunk", args.id, lambda old: TrunkRecord(args.id, host, **fields), _check_trunk,
-           "trunks", adding=True)
+    _store(
+        args,
+        "trunk",
+        args.id,
+        lambda old: TrunkRecord(args.id, host, **fields),
+        _check_trunk,
+        "trunks",
+        adding=True,
+    )
     print(f"trunk {args.id} added")
     return 0
 
@@ -341,8 +424,15 @@ def _cmd_trunk_set(args: argparse.Namespace) -> int:
     fields = _trunk_fields(args)
     if not fields:
         raise MssError("nothing to change: give at least one option")
-    _store(args, "trunk", args.id, lambda old: dataclasses.replace(old, **fields), _check_trunk,
-           "trunks", adding=False)
+    _store(
+        args,
+        "trunk",
+        args.id,
+        lambda old: dataclasses.replace(old, **fields),
+        _check_trunk,
+        "trunks",
+        adding=False,
+    )
     print(f"trunk {args.id} updated")
     return 0
 
@@ -369,13 +459,26 @@ def _cmd_trunk_list(args: argparse.Namespace) -> int:
     rows = []
     for t in trunks:
         st = states.get(t.id, {})
-        rows.append({
-            "id": t.id, "host": t.host, "port": t.port, "transport": t.transport,
-            "description": t.name, "max_incoming": t.max_incoming, "max_outgoing": t.max_outgoing,
-            "caller_number": t.caller_number, "uri_params": t.uri_params, "ping": t.ping,
-            "enabled": t.enabled, "state": st.get("state", "unknown"), "status": st.get("status"),
-            "reason": st.get("reason", ""), "rtt": st.get("rtt"), "last_ping": st.get("last_ping"),
-        })
+        rows.append(
+            {
+                "id": t.id,
+                "host": t.host,
+                "port": t.port,
+                "transport": t.transport,
+                "description": t.name,
+                "max_incoming": t.max_incoming,
+                "max_outgoing": t.max_outgoing,
+                "caller_number": t.caller_number,
+                "uri_params": t.uri_params,
+                "ping": t.ping,
+                "enabled": t.enabled,
+                "state": st.get("state", "unknown"),
+                "status": st.get("status"),
+                "reason": st.get("reason", ""),
+                "rtt": st.get("rtt"),
+                "last_ping": st.get("last_ping"),
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -387,23 +490,43 @@ def _cmd_trunk_list(args: argparse.Namespace) -> int:
         host = f"[{r['host']}]" if ":" in r["host"] else r["host"]
         peer = f"{r['transport']}:{host}:{r['port']}"
         state = r["state"] if r["enabled"] else "disabled"
-        print(f"{r['id']:<12} {peer[:28]:<28} {_fmt_limit(r['max_incoming']):<5} "
-              f"{_fmt_limit(r['max_outgoing']):<5} {r['caller_number'] or '-':<12} {state:<9} {r['reason']}")
+        print(
+            f"{r['id']:<12} {peer[:28]:<28} {_fmt_limit(r['max_incoming']):<5} "
+            f"{_fmt_limit(r['max_outgoing']):<5} {r['caller_number'] or '-':<12} {state:<9} {r['reason']}"
+        )
     return 0
 
 
 def _trunk_options(q: argparse.ArgumentParser, *, adding: bool) -> None:
     q.add_argument("id", help="the trunk's name")
-    q.add_argument("--host", required=adding, metavar="HOST[:PORT]", help="the peer's address (trusted without digest)")
+    q.add_argument(
+        "--host",
+        required=adding,
+        metavar="HOST[:PORT]",
+        help="the peer's address (trusted without digest)",
+    )
     q.add_argument("--port", type=_int, help="the peer's port (default 5060)")
     q.add_argument("--transport", choices=("udp", "tcp", "tls"), help="default udp")
-    q.add_argument("--max-in", type=_int, metavar="N",
-                   help="concurrent incoming calls: -1 = unlimited (default), 0 = incoming disabled")
-    q.add_argument("--max-out", type=_int, metavar="N",
-                   help="concurrent outgoing calls: -1 = unlimited (default), 0 = outgoing disabled")
-    q.add_argument("--caller-number", metavar="NUMBER",
-                   help="unified caller number: replaces the caller number of outgoing calls ('' = keep)")
-    q.add_argument("--uri-params", metavar="PARAMS", help="extra Request-URI parameters, e.g. 'user=phone'")
+    q.add_argument(
+        "--max-in",
+        type=_int,
+        metavar="N",
+        help="concurrent incoming calls: -1 = unlimited (default), 0 = incoming disabled",
+    )
+    q.add_argument(
+        "--max-out",
+        type=_int,
+        metavar="N",
+        help="concurrent outgoing calls: -1 = unlimited (default), 0 = outgoing disabled",
+    )
+    q.add_argument(
+        "--caller-number",
+        metavar="NUMBER",
+        help="unified caller number: replaces the caller number of outgoing calls ('' = keep)",
+    )
+    q.add_argument(
+        "--uri-params", metavar="PARAMS", help="extra Request-URI parameters, e.g. 'user=phone'"
+    )
     _flag_pair(q, "ping", "ping", "send OPTIONS pings for an up/down state (default)", "no pings")
     q.add_argument("--description", metavar="TEXT", help="what the trunk is")
     _enable_pair(q, "trunk")
@@ -412,9 +535,15 @@ def _trunk_options(q: argparse.ArgumentParser, *, adding: bool) -> None:
 # -- routes -----------------------------------------------------------------------------------
 def _route_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for arg, name in (("prefix", "prefix"), ("to", "target"), ("strip", "strip"),
-                      ("prepend", "prepend"), ("fallback", "fallback"), ("priority", "priority"),
-                      ("enabled", "enabled")):
+    for arg, name in (
+        ("prefix", "prefix"),
+        ("to", "target"),
+        ("strip", "strip"),
+        ("prepend", "prepend"),
+        ("fallback", "fallback"),
+        ("priority", "priority"),
+        ("enabled", "enabled"),
+    ):
         value = getattr(args, arg, None)
         if value is not None:
             fields[name] = value
@@ -443,8 +572,15 @@ def _cmd_route_add(args: argparse.Namespace) -> int:
     fields = _route_fields(args)
     prefix = fields.pop("prefix")
     target = fields.pop("target")
-    _store(args, "route", args.id, lambda old: RouteRecord(args.id, prefix, target, **fields),
-           _check_route, "routes", adding=True)
+    _store(
+        args,
+        "route",
+        args.id,
+        lambda old: RouteRecord(args.id, prefix, target, **fields),
+        _check_route,
+        "routes",
+        adding=True,
+    )
     print(f"route {args.id} added")
     return 0
 
@@ -453,8 +589,15 @@ def _cmd_route_set(args: argparse.Namespace) -> int:
     fields = _route_fields(args)
     if not fields:
         raise MssError("nothing to change: give at least one option")
-    _store(args, "route", args.id, lambda old: dataclasses.replace(old, **fields), _check_route,
-           "routes", adding=False)
+    _store(
+        args,
+        "route",
+        args.id,
+        lambda old: dataclasses.replace(old, **fields),
+        _check_route,
+        "routes",
+        adding=False,
+    )
     print(f"route {args.id} updated")
     return 0
 
@@ -471,8 +614,19 @@ def _cmd_route_list(args: argparse.Namespace) -> int:
 
     routes = _storage_call(args, lambda st: st.routes.list())
     ordered = DialPlan(routes).routes
-    rows = [{"id": r.id, "prefix": r.prefix, "to": r.target, "strip": r.strip, "prepend": r.prepend,
-             "fallback": r.fallback, "priority": r.priority, "enabled": r.enabled} for r in ordered]
+    rows = [
+        {
+            "id": r.id,
+            "prefix": r.prefix,
+            "to": r.target,
+            "strip": r.strip,
+            "prepend": r.prepend,
+            "fallback": r.fallback,
+            "priority": r.priority,
+            "enabled": r.enabled,
+        }
+        for r in ordered
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -484,8 +638,10 @@ def _cmd_route_list(args: argparse.Namespace) -> int:
         prefix = r["prefix"] or "(any)"
         to = r["to"] if r["to"] != "line:" else "line: (first)"
         flag = "" if r["enabled"] else "  (disabled)"
-        print(f"{r['id']:<12} {prefix:<10} {to:<20} {r['strip']:<6} {r['prepend'] or '-':<8} "
-              f"{r['fallback'] or '-':<10} {r['priority']}{flag}")
+        print(
+            f"{r['id']:<12} {prefix:<10} {to:<20} {r['strip']:<6} {r['prepend'] or '-':<8} "
+            f"{r['fallback'] or '-':<10} {r['priority']}{flag}"
+        )
     return 0
 
 
@@ -502,8 +658,15 @@ def _cmd_route_resolve(args: argparse.Namespace) -> int:
 
     steps = _storage_call(args, go)
     if args.json:
-        print(json.dumps([{"kind": s.kind, "target": s.target, "number": s.number, "route": s.route}
-                          for s in steps], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"kind": s.kind, "target": s.target, "number": s.number, "route": s.route}
+                    for s in steps
+                ],
+                indent=2,
+            )
+        )
         return 0
     for i, s in enumerate(steps):
         where = f"user {s.user}" if s.kind == "user" else f"{s.kind} {s.target}"
@@ -514,20 +677,37 @@ def _cmd_route_resolve(args: argparse.Namespace) -> int:
 
 def _route_options(q: argparse.ArgumentParser, *, adding: bool) -> None:
     q.add_argument("id", help="the route's name")
-    q.add_argument("--prefix", required=adding, help="dialled-number prefix; the longest match wins ('' = any number)")
-    q.add_argument("--to", required=adding, metavar="TARGET",
-                   help="user (the number is a local user), user:NUMBER, line:ID, line: (the first line) or trunk:ID")
+    q.add_argument(
+        "--prefix",
+        required=adding,
+        help="dialled-number prefix; the longest match wins ('' = any number)",
+    )
+    q.add_argument(
+        "--to",
+        required=adding,
+        metavar="TARGET",
+        help="user (the number is a local user), user:NUMBER, line:ID, line: (the first line) or trunk:ID",
+    )
     q.add_argument("--strip", type=_int, metavar="N", help="leading digits removed (default 0)")
     q.add_argument("--prepend", metavar="DIGITS", help="digits added after stripping")
-    q.add_argument("--fallback", metavar="ROUTE", help="route tried next when this one answers 5xx or is over its limit")
-    q.add_argument("--priority", type=_int, help="order among equal prefixes, lower first (default 0)")
+    q.add_argument(
+        "--fallback",
+        metavar="ROUTE",
+        help="route tried next when this one answers 5xx or is over its limit",
+    )
+    q.add_argument(
+        "--priority", type=_int, help="order among equal prefixes, lower first (default 0)"
+    )
     _enable_pair(q, "route")
 
 
 # -- parsers ----------------------------------------------------------------------------------
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``line``, ``trunk`` and ``route`` to the ``mss`` sub-commands."""
-    line = sub.add_parser("line", help="external lines (provider / IMS registrations): add, set, del, list, register-now")
+    line = sub.add_parser(
+        "line",
+        help="external lines (provider / IMS registrations): add, set, del, list, register-now",
+    )
     common(line)
     lsub = line.add_subparsers(dest="line_command", required=True, metavar="ACTION")
     q = lsub.add_parser("add", help="add an external line")
@@ -551,7 +731,9 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     q.add_argument("id")
     q.set_defaults(func=_cmd_line_register_now)
 
-    trunk = sub.add_parser("trunk", help="SIP trunks (peers trusted by address): add, set, del, list")
+    trunk = sub.add_parser(
+        "trunk", help="SIP trunks (peers trusted by address): add, set, del, list"
+    )
     common(trunk)
     tsub = trunk.add_subparsers(dest="trunk_command", required=True, metavar="ACTION")
     q = tsub.add_parser("add", help="add a SIP trunk")

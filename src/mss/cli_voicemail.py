@@ -43,16 +43,31 @@ def _int(text: str) -> int:
 def add_user_options(q: argparse.ArgumentParser) -> None:
     """The voicemail options of ``mss user add`` / ``mss user set``."""
     g = q.add_argument_group("voicemail")
-    g.add_argument("--voicemail", type=_on_off, metavar="on|off", help="voicemail for this user (default off)")
-    g.add_argument("--email", metavar="ADDR",
-                   help="e-mail each voicemail message (WAV attached) to this address ('' = none)")
-    g.add_argument("--vm-divert", metavar="WHEN",
-                   help="when calls go to voicemail: no-answer,busy,offline (default) or always")
-    g.add_argument("--vm-greeting", metavar="FILE.wav",
-                   help="custom greeting, a PCM WAV (converted to 8 kHz 16-bit mono and installed "
-                        "in the data dir); 'default' = the packaged greeting")
-    g.add_argument("--vm-max-length", type=_int, metavar="S", help="longest message, seconds (default 120)")
-    g.add_argument("--vm-pin", metavar="DIGITS", help="PIN for later retrieval, 4-16 digits ('' = none)")
+    g.add_argument(
+        "--voicemail", type=_on_off, metavar="on|off", help="voicemail for this user (default off)"
+    )
+    g.add_argument(
+        "--email",
+        metavar="ADDR",
+        help="e-mail each voicemail message (WAV attached) to this address ('' = none)",
+    )
+    g.add_argument(
+        "--vm-divert",
+        metavar="WHEN",
+        help="when calls go to voicemail: no-answer,busy,offline (default) or always",
+    )
+    g.add_argument(
+        "--vm-greeting",
+        metavar="FILE.wav",
+        help="custom greeting, a PCM WAV (converted to 8 kHz 16-bit mono and installed "
+        "in the data dir); 'default' = the packaged greeting",
+    )
+    g.add_argument(
+        "--vm-max-length", type=_int, metavar="S", help="longest message, seconds (default 120)"
+    )
+    g.add_argument(
+        "--vm-pin", metavar="DIGITS", help="PIN for later retrieval, 4-16 digits ('' = none)"
+    )
 
 
 _OPTIONS = ("voicemail", "email", "vm_divert", "vm_greeting", "vm_max_length", "vm_pin")
@@ -94,7 +109,9 @@ def check_user_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-async def apply_user_options(options: dict[str, Any], users: Any, data_dir: str, number: str) -> None:
+async def apply_user_options(
+    options: dict[str, Any], users: Any, data_dir: str, number: str
+) -> None:
     """Store the voicemail options of ``mss user add|set`` (after the user exists)."""
     from .features.voicemail import update_settings
 
@@ -117,8 +134,9 @@ def _service_call(args: argparse.Namespace, fn: Callable[[Any], Awaitable[T]]) -
             await users.load()
             if users.get(args.user) is None:
                 raise MssError(f"user: no user {args.user}")
-            service = VoicemailService(storage, users, data_dir=cfg.data_dir, smtp=cfg.smtp,
-                                       domain=cfg.sip.domain or "")
+            service = VoicemailService(
+                storage, users, data_dir=cfg.data_dir, smtp=cfg.smtp, domain=cfg.sip.domain or ""
+            )
             return await fn(service)
         finally:
             await storage.close()
@@ -141,8 +159,12 @@ def _row(record: Any, mail: Any) -> dict[str, Any]:
         "duration": record.duration,
         "read": record.read,
         "path": record.path,
-        "email": None if mail is None else {
-            "to": mail.to, "state": mail.state, "attempts": mail.attempts,
+        "email": None
+        if mail is None
+        else {
+            "to": mail.to,
+            "state": mail.state,
+            "attempts": mail.attempts,
             "next_try": mail.next_try if mail.state == "queued" else None,
             "last_error": mail.last_error,
         },
@@ -162,8 +184,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps({"settings": settings_to_json(settings), "messages": rows}, indent=2))
         return 0
     on = "on" if settings.enabled else "off"
-    print(f"voicemail {on}; e-mail {settings.email or '-'}; divert {','.join(sorted(settings.divert))}; "
-          f"max {settings.max_seconds}s; greeting {settings.greeting or 'default'}")
+    print(
+        f"voicemail {on}; e-mail {settings.email or '-'}; divert {','.join(sorted(settings.divert))}; "
+        f"max {settings.max_seconds}s; greeting {settings.greeting or 'default'}"
+    )
     if not rows:
         print("no messages")
         return 0
@@ -177,8 +201,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
             state = f"{mail['state']} to {mail['to']}"
             if mail["state"] != "sent" and mail["last_error"]:
                 state += f" ({mail['attempts']} attempts: {mail['last_error']})"
-        print(f"{r['id']:<20} {_fmt_time(r['started_at']):<20} {caller[:24]:<24} {r['duration']:>6.1f}s  "
-              f"{'yes' if r['read'] else 'no':<5} {state}")
+        print(
+            f"{r['id']:<20} {_fmt_time(r['started_at']):<20} {caller[:24]:<24} {r['duration']:>6.1f}s  "
+            f"{'yes' if r['read'] else 'no':<5} {state}"
+        )
     return 0
 
 
@@ -212,7 +238,9 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``voicemail`` to the ``mss`` sub-commands."""
-    vm = sub.add_parser("voicemail", help="voicemail messages: list, play-path, mark-read, delete, retry-mail")
+    vm = sub.add_parser(
+        "voicemail", help="voicemail messages: list, play-path, mark-read, delete, retry-mail"
+    )
     common(vm)
     vsub = vm.add_subparsers(dest="voicemail_command", required=True, metavar="ACTION")
 
@@ -222,7 +250,9 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         if with_id:
             q.add_argument("id", help="the message id (mss voicemail list USER)")
 
-    q = vsub.add_parser("list", help="the user's settings and messages, oldest first, with e-mail state")
+    q = vsub.add_parser(
+        "list", help="the user's settings and messages, oldest first, with e-mail state"
+    )
     target(q, with_id=False)
     q.add_argument("--json", action="store_true", help="JSON output")
     q.set_defaults(func=_cmd_list)
@@ -236,6 +266,8 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     q = vsub.add_parser("delete", help="delete a message, its WAV file and its queued e-mail")
     target(q, with_id=True)
     q.set_defaults(func=_cmd_delete)
-    q = vsub.add_parser("retry-mail", help="queue a message's e-mail again (after a permanent failure)")
+    q = vsub.add_parser(
+        "retry-mail", help="queue a message's e-mail again (after a permanent failure)"
+    )
     target(q, with_id=True)
     q.set_defaults(func=_cmd_retry)

@@ -70,12 +70,11 @@ __all__ = (
     "LogConfig",
     "LogFormat",
     "LogLevel",
+    "MediaConfig",
     "RegistrarConfig",
     "SecurityConfig",
     "SipConfig",
     "SmtpConfig",
-    "MediaConfig",
-    "VoicemailConfig",
     "StorageBackend",
     "StorageConfig",
     "StunConfig",
@@ -84,6 +83,7 @@ __all__ = (
     "Transport",
     "TransportConfig",
     "TrunksConfig",
+    "VoicemailConfig",
     "config_reference_markdown",
     "config_to_dict",
     "env_var_name",
@@ -754,9 +754,7 @@ class SecurityConfig(_Checked):
     )
     blacklist_status: int = field(
         default=403,
-        metadata=_meta(
-            "SIP status answered to a call the system blacklist blocks", ge=400, le=699
-        ),
+        metadata=_meta("SIP status answered to a call the system blacklist blocks", ge=400, le=699),
     )
 
     def _check(self) -> None:
@@ -975,14 +973,18 @@ class SmtpConfig(_Checked):
     )
     retry_min: float = field(
         default=30.0,
-        metadata=_meta("seconds before the first retry of a temporary failure; doubles per failure", gt=0),
+        metadata=_meta(
+            "seconds before the first retry of a temporary failure; doubles per failure", gt=0
+        ),
     )
     retry_max: float = field(
         default=3600.0, metadata=_meta("longest wait between two delivery attempts", gt=0)
     )
     give_up_after: float = field(
         default=432000.0,
-        metadata=_meta("seconds after which a message still undelivered is marked failed; 0 = never", ge=0),
+        metadata=_meta(
+            "seconds after which a message still undelivered is marked failed; 0 = never", ge=0
+        ),
     )
 
     @property
@@ -1313,7 +1315,11 @@ def config_reference_markdown() -> str:
     for name, cls, section_defaults in groups:
         hints = _hints(cls)
         # top level: every field but the section tables (a key may share a section's name)
-        rows = [f for f in dataclasses.fields(typing.cast(Any, cls)) if name or f.name not in _sections()]
+        rows = [
+            f
+            for f in dataclasses.fields(typing.cast(Any, cls))
+            if name or f.name not in _sections()
+        ]
         if name:
             title = f"### `[{name}]`"
             summary = (cls.__doc__ or "").strip().splitlines()[0].split(": ", 1)[-1]

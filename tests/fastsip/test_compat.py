@@ -33,6 +33,8 @@ def test_no_extensions_forces_pure() -> None:
     code = "import fastsip, fastsip._compat as c; print(fastsip.USING_EXTENSIONS, sorted(set(c.LOADED.values())))"
     env = dict(os.environ, FASTSIP_NO_EXTENSIONS="1")
     env.pop("FASTSIP_REQUIRE_EXTENSIONS", None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.split()[0] == "False"
     assert "True" not in out.stdout

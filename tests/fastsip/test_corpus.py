@@ -11,8 +11,8 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import TWINS, corpus_dir, twin_module
 
+from conftest import TWINS, corpus_dir, twin_module
 from fastsip import ParseError
 from fastsip.message import Request, Response
 
@@ -36,18 +36,18 @@ def test_corpus_is_complete() -> None:
 
 
 @pytest.fixture(params=TWINS)
-def P(request: pytest.FixtureRequest):  # noqa: N802 - the parser twin module
+def P(request: pytest.FixtureRequest):
     return twin_module("parser", request.param)
 
 
-def _parse_and_validate(P, data: bytes):  # noqa: N803
+def _parse_and_validate(P, data: bytes):
     msg = P.parse_datagram(data)
     msg.validate()
     return msg
 
 
 @pytest.mark.parametrize(("corpus", "name", "expectation", "path"), ROWS, ids=[r[1] for r in ROWS])
-def test_corpus_verdict(P, corpus: str, name: str, expectation: str, path: Path) -> None:  # noqa: N803
+def test_corpus_verdict(P, corpus: str, name: str, expectation: str, path: Path) -> None:
     data = path.read_bytes()
     if expectation == "valid":
         msg = _parse_and_validate(P, data)
@@ -69,11 +69,11 @@ def test_corpus_verdict(P, corpus: str, name: str, expectation: str, path: Path)
             msg.validate()
 
 
-def _msg(P, name: str, corpus: str = "rfc4475"):  # noqa: N803
+def _msg(P, name: str, corpus: str = "rfc4475"):
     return P.parse_datagram((corpus_dir(corpus) / f"{name}.sip").read_bytes())
 
 
-def test_wsinv_folding_and_odd_values(P) -> None:  # noqa: N803
+def test_wsinv_folding_and_odd_values(P) -> None:
     m = _msg(P, "wsinv")
     assert [v.branch for v in m.vias] == ["390skdjuw", "z9hG4bK9ikj8", "z9hG4bK30239"]
     assert m.max_forwards == 68
@@ -87,14 +87,14 @@ def test_wsinv_folding_and_odd_values(P) -> None:  # noqa: N803
     assert m.call_id == "wsinv.ndaksdj@192.0.2.1"
 
 
-def test_intmeth_unknown_method_and_nul_display(P) -> None:  # noqa: N803
+def test_intmeth_unknown_method_and_nul_display(P) -> None:
     m = _msg(P, "intmeth")
     assert m.method == "!interesting-Method0123456789_*+`.%indeed'~"
     assert m.to.display == "BEL:\x07 NUL:\x00 DEL:\x7f"
     assert m.cseq.method == m.method
 
 
-def test_escapes_decoded_once(P) -> None:  # noqa: N803
+def test_escapes_decoded_once(P) -> None:
     m = _msg(P, "esc01")
     assert m.uri.user == "sips:user@example.com"
     c = m.contacts[0]
@@ -104,7 +104,7 @@ def test_escapes_decoded_once(P) -> None:  # noqa: N803
     assert m.to.uri.user == "null-\x00-null"
 
 
-def test_percent_that_is_not_an_escape(P) -> None:  # noqa: N803
+def test_percent_that_is_not_an_escape(P) -> None:
     m = _msg(P, "esc02")
     assert m.method == "RE%47IST%45R"
     assert m.from_.display == "%Z%45"
@@ -113,18 +113,18 @@ def test_percent_that_is_not_an_escape(P) -> None:  # noqa: N803
     assert m.get("C%6Fntact") == "<sip:alias2@host2.example.com>"
 
 
-def test_lws_less_display_name(P) -> None:  # noqa: N803
+def test_lws_less_display_name(P) -> None:
     assert _msg(P, "lwsdisp").from_.display == "caller"
 
 
-def test_longreq(P) -> None:  # noqa: N803
+def test_longreq(P) -> None:
     m = _msg(P, "longreq")
     assert len(m.vias) == 34
     assert len(m.from_.tag) > 100
     m.validate()
 
 
-def test_dblreq_trailing_octets_ignored(P) -> None:  # noqa: N803
+def test_dblreq_trailing_octets_ignored(P) -> None:
     data = (corpus_dir("rfc4475") / "dblreq.sip").read_bytes()
     m = P.parse_datagram(data)
     assert m.method == "REGISTER"
@@ -133,30 +133,36 @@ def test_dblreq_trailing_octets_ignored(P) -> None:  # noqa: N803
     assert len(bytes(m)) < len(data)
 
 
-def test_semicolon_in_user(P) -> None:  # noqa: N803
+def test_semicolon_in_user(P) -> None:
     m = _msg(P, "semiuri")
     assert m.uri.user == "user;par=u@example.net"
     assert m.uri.host == "example.com"
     assert m.uri.params == {}
 
 
-def test_transports(P) -> None:  # noqa: N803
-    assert [v.transport for v in _msg(P, "transports").vias] == ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]
+def test_transports(P) -> None:
+    assert [v.transport for v in _msg(P, "transports").vias] == [
+        "UDP",
+        "SCTP",
+        "TLS",
+        "UNKNOWN",
+        "TCP",
+    ]
 
 
-def test_multipart_body_framed_by_content_length(P) -> None:  # noqa: N803
+def test_multipart_body_framed_by_content_length(P) -> None:
     m = _msg(P, "mpart01")
     assert len(m.body) == 553 == m.content_length
     assert m.content_type == "multipart/mixed"
 
 
-def test_reason_phrases(P) -> None:  # noqa: N803
+def test_reason_phrases(P) -> None:
     assert _msg(P, "unreason").reason == "= 2**3 * 5**2 но сто девяносто девять - простое"
     m = _msg(P, "noreason")
     assert (m.status, m.reason) == (100, "")
 
 
-def test_contact_param_vs_uri_param(P) -> None:  # noqa: N803
+def test_contact_param_vs_uri_param(P) -> None:
     c = _msg(P, "cparam01").contacts[0]
     assert (c.params, c.uri.params) == ({"unknownparam": None}, {})
     c = _msg(P, "cparam02").contacts[0]
@@ -166,7 +172,7 @@ def test_contact_param_vs_uri_param(P) -> None:  # noqa: N803
     assert str(c.uri) == "sip:user@example.com?Route=%3Csip:sip.example.com%3E"
 
 
-def test_rfc2543_message(P) -> None:  # noqa: N803
+def test_rfc2543_message(P) -> None:
     m = _msg(P, "inv2543")
     assert m.via.branch is None
     assert m.from_.tag is None
@@ -175,7 +181,7 @@ def test_rfc2543_message(P) -> None:  # noqa: N803
     assert len(m.body) == 105
 
 
-def test_semantic_rows_expose_what_the_server_needs(P) -> None:  # noqa: N803
+def test_semantic_rows_expose_what_the_server_needs(P) -> None:
     assert _msg(P, "badbranch").via.branch == "z9hG4bK"
     assert (_msg(P, "unkscm").uri.scheme, _msg(P, "novelsc").uri.scheme) == (
         "nobodyknowsthisscheme",
@@ -203,13 +209,13 @@ def test_semantic_rows_expose_what_the_server_needs(P) -> None:  # noqa: N803
         ("ipv6-correct-abnf-2-colons", "[2001:db8::192.0.2.1]", None),
     ],
 )
-def test_rfc5118_request_uri(P, name: str, host: str, port: int | None) -> None:  # noqa: N803
+def test_rfc5118_request_uri(P, name: str, host: str, port: int | None) -> None:
     uri = _msg(P, name, "rfc5118").uri
     assert (uri.host, uri.port) == (host, port)
     assert uri.host_address == host[1:-1]
 
 
-def test_rfc5118_vias(P) -> None:  # noqa: N803
+def test_rfc5118_vias(P) -> None:
     assert _msg(P, "via-received-param-with-delim", "rfc5118").via.received == "[2001:db8::9:255]"
     v = _msg(P, "via-received-param-no-delim", "rfc5118").via
     assert v.received == "2001:db8::9:255"
@@ -226,7 +232,7 @@ def test_rfc5118_vias(P) -> None:  # noqa: N803
 
 
 @pytest.mark.parametrize(("corpus", "name", "expectation", "path"), ROWS, ids=[r[1] for r in ROWS])
-def test_unmodified_round_trip(P, corpus: str, name: str, expectation: str, path: Path) -> None:  # noqa: N803
+def test_unmodified_round_trip(P, corpus: str, name: str, expectation: str, path: Path) -> None:
     data = path.read_bytes()
     try:
         msg = P.parse_datagram(data)

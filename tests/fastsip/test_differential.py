@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import corpus_dir, twin_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twin_outcome import datagram_outcome, stream_outcome, value_outcome
+
+from conftest import corpus_dir, twin_module
 
 SEEDS = sorted(
     p.read_bytes()
@@ -27,8 +28,27 @@ def twins():
     return twin_module("parser", "py"), twin_module("parser", "c")
 
 
-
-INSERTS = [b"\r\n", b" ", b"\t", b";", b",", b":", b"<", b">", b'"', b"\\", b"%", b"\x00", b"\xff", b"@", b"[", b"]", b"=", b"\r\n ", b"Via: SIP/2.0/UDP x\r\n"]
+INSERTS = [
+    b"\r\n",
+    b" ",
+    b"\t",
+    b";",
+    b",",
+    b":",
+    b"<",
+    b">",
+    b'"',
+    b"\\",
+    b"%",
+    b"\x00",
+    b"\xff",
+    b"@",
+    b"[",
+    b"]",
+    b"=",
+    b"\r\n ",
+    b"Via: SIP/2.0/UDP x\r\n",
+]
 
 
 @st.composite
@@ -80,7 +100,10 @@ def test_mutated_streams_identical(twins, data: bytes, cuts: list[int]) -> None:
     assert "'BUG'" not in repr(a)
 
 
-TEXT_ALPHABET = st.sampled_from(list('sip:tel@[]<>";,=?&%: \tabcXYZ019.-_/\\\x00é') + ["SIP/2.0/UDP ", "z9hG4bK", "Digest ", "sip:", "<sip:a@b>"])
+TEXT_ALPHABET = st.sampled_from(
+    list('sip:tel@[]<>";,=?&%: \tabcXYZ019.-_/\\\x00é')
+    + ["SIP/2.0/UDP ", "z9hG4bK", "Digest ", "sip:", "<sip:a@b>"]
+)
 
 
 @settings(max_examples=1500, deadline=None)

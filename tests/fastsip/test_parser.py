@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TWINS, twin_module
 
+from conftest import TWINS, twin_module
 from fastsip import Limits, ParseError
 from fastsip.headers import Address, Via
 from fastsip.message import Kind, Request, Response
@@ -26,7 +26,7 @@ INVITE_BODY = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n
 INVITE = (
     b"INVITE sip:1002@example.com SIP/2.0\r\n"
     b"v: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKabc\r\n"
-    b"f: \"Alice\" <sip:1001@example.com>;tag=a1\r\n"
+    b'f: "Alice" <sip:1001@example.com>;tag=a1\r\n'
     b"t: <sip:1002@example.com>\r\n"
     b"i: call-1@192.0.2.1\r\n"
     b"CSeq: 1 INVITE\r\n"
@@ -37,13 +37,19 @@ INVITE = (
 
 
 @pytest.fixture(params=TWINS)
-def P(request: pytest.FixtureRequest):  # noqa: N802
+def P(request: pytest.FixtureRequest):
     return twin_module("parser", request.param)
 
 
 # -- classify ------------------------------------------------------------------------------
 def _stun(length: int = 0) -> bytes:
-    return b"\x00\x01" + length.to_bytes(2, "big") + b"\x21\x12\xa4\x42" + b"\x00" * 12 + b"\x00" * length
+    return (
+        b"\x00\x01"
+        + length.to_bytes(2, "big")
+        + b"\x21\x12\xa4\x42"
+        + b"\x00" * 12
+        + b"\x00" * length
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,13 +70,13 @@ def _stun(length: int = 0) -> bytes:
         (b"\xff\xfe", Kind.GARBAGE),
     ],
 )
-def test_classify(P, data: bytes, kind: Kind) -> None:  # noqa: N803
+def test_classify(P, data: bytes, kind: Kind) -> None:
     assert P.classify(data) == kind
     assert type(P.classify(data)) is Kind
 
 
 # -- datagrams -----------------------------------------------------------------------------
-def test_register_accessors(P) -> None:  # noqa: N803
+def test_register_accessors(P) -> None:
     m = P.parse_datagram(REGISTER)
     assert isinstance(m, Request)
     assert (m.method, m.uri_text, m.version) == ("REGISTER", "sip:example.com", "SIP/2.0")
@@ -88,7 +94,7 @@ def test_register_accessors(P) -> None:  # noqa: N803
     m.validate()
 
 
-def test_compact_names(P) -> None:  # noqa: N803
+def test_compact_names(P) -> None:
     m = P.parse_datagram(INVITE)
     assert m.get("Via") == m.get("v")
     assert m.from_.display == "Alice"
@@ -99,7 +105,7 @@ def test_compact_names(P) -> None:  # noqa: N803
     assert "content-length" in m and "Content-Length" in m and "l" in m
 
 
-def test_header_names_case_insensitive_and_duplicates_kept(P) -> None:  # noqa: N803
+def test_header_names_case_insensitive_and_duplicates_kept(P) -> None:
     data = (
         b"OPTIONS sip:a@b SIP/2.0\r\nVIA: SIP/2.0/UDP h1;branch=z9hG4bK1\r\n"
         b"via: SIP/2.0/UDP h2;branch=z9hG4bK2, SIP/2.0/UDP h3\r\nX-A: 1\r\nx-a: 2\r\n\r\n"
@@ -111,7 +117,7 @@ def test_header_names_case_insensitive_and_duplicates_kept(P) -> None:  # noqa: 
     assert m.headers[0] == ("VIA", "SIP/2.0/UDP h1;branch=z9hG4bK1")
 
 
-def test_response(P) -> None:  # noqa: N803
+def test_response(P) -> None:
     data = b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 2 INVITE\r\n\r\n"
     m = P.parse_datagram(data)
     assert isinstance(m, Response)
@@ -147,26 +153,26 @@ def test_response(P) -> None:  # noqa: N803
         b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 99999999999999999999\r\n\r\n",
     ],
 )
-def test_malformed_datagrams(P, data: bytes) -> None:  # noqa: N803
+def test_malformed_datagrams(P, data: bytes) -> None:
     with pytest.raises(ParseError) as info:
         P.parse_datagram(data)
     assert info.value.status_hint in (400, 413, 513)
     assert info.value.reason
 
 
-def test_leading_crlf_skipped(P) -> None:  # noqa: N803
+def test_leading_crlf_skipped(P) -> None:
     m = P.parse_datagram(b"\r\n\r\n" + REGISTER)
     assert m.method == "REGISTER"
     assert bytes(m) == REGISTER
 
 
-def test_body_without_content_length_is_rest_of_datagram(P) -> None:  # noqa: N803
+def test_body_without_content_length_is_rest_of_datagram(P) -> None:
     m = P.parse_datagram(b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\nhello")
     assert m.body == b"hello"
 
 
 # -- limits ---------------------------------------------------------------------------------
-def test_limits(P) -> None:  # noqa: N803
+def test_limits(P) -> None:
     with pytest.raises(ParseError) as info:
         P.parse_datagram(REGISTER, limits=Limits(max_message_size=100))
     assert info.value.status_hint == 513
@@ -188,7 +194,7 @@ def test_limits(P) -> None:  # noqa: N803
         Limits(max_headers=0)
 
 
-def test_huge_folded_header_is_bounded(P) -> None:  # noqa: N803
+def test_huge_folded_header_is_bounded(P) -> None:
     data = b"OPTIONS sip:a SIP/2.0\r\nX: a\r\n" + b" b\r\n" * 5000 + b"\r\n"
     with pytest.raises(ParseError) as info:
         P.parse_datagram(data)
@@ -196,7 +202,7 @@ def test_huge_folded_header_is_bounded(P) -> None:  # noqa: N803
 
 
 # -- streams --------------------------------------------------------------------------------
-def test_stream_two_messages_in_one_segment(P) -> None:  # noqa: N803
+def test_stream_two_messages_in_one_segment(P) -> None:
     sp = P.StreamParser()
     msgs = sp.feed(REGISTER + INVITE)
     assert [m.method for m in msgs] == ["REGISTER", "INVITE"]
@@ -205,7 +211,7 @@ def test_stream_two_messages_in_one_segment(P) -> None:  # noqa: N803
     assert sp.buffered == 0
 
 
-def test_stream_split_at_every_byte(P) -> None:  # noqa: N803
+def test_stream_split_at_every_byte(P) -> None:
     stream = REGISTER + b"\r\n\r\n" + INVITE
     for cut in range(1, len(stream)):
         sp = P.StreamParser()
@@ -218,7 +224,7 @@ def test_stream_split_at_every_byte(P) -> None:  # noqa: N803
         assert got[1].body == INVITE_BODY
 
 
-def test_stream_byte_by_byte(P) -> None:  # noqa: N803
+def test_stream_byte_by_byte(P) -> None:
     sp = P.StreamParser()
     got = []
     for b in INVITE:
@@ -226,7 +232,7 @@ def test_stream_byte_by_byte(P) -> None:  # noqa: N803
     assert len(got) == 1 and bytes(got[0]) == INVITE
 
 
-def test_stream_keepalives(P) -> None:  # noqa: N803
+def test_stream_keepalives(P) -> None:
     sp = P.StreamParser()
     assert sp.feed(b"\r\n\r\n") == [] and sp.pings == 1
     assert sp.feed(b"\r\n\r\n\r\n\r\n") == [] and sp.pings == 2
@@ -237,14 +243,16 @@ def test_stream_keepalives(P) -> None:  # noqa: N803
     assert sp.pings == 0 and len(msgs) == 1
 
 
-def test_stream_missing_content_length_means_empty_body(P) -> None:  # noqa: N803
+def test_stream_missing_content_length_means_empty_body(P) -> None:
     sp = P.StreamParser()
-    msgs = sp.feed(b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\nOPTIONS sip:b SIP/2.0\r\n\r\n")
+    msgs = sp.feed(
+        b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\nOPTIONS sip:b SIP/2.0\r\n\r\n"
+    )
     assert [m.uri_text for m in msgs] == ["sip:a", "sip:b"]
     assert msgs[0].body == b""
 
 
-def test_stream_errors_break_the_parser(P) -> None:  # noqa: N803
+def test_stream_errors_break_the_parser(P) -> None:
     sp = P.StreamParser()
     with pytest.raises(ParseError):
         sp.feed(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 13\r\nl: 5\r\n\r\n")
@@ -252,7 +260,7 @@ def test_stream_errors_break_the_parser(P) -> None:  # noqa: N803
         sp.feed(REGISTER)
 
 
-def test_stream_bounds(P) -> None:  # noqa: N803
+def test_stream_bounds(P) -> None:
     sp = P.StreamParser(limits=Limits(max_message_size=1000))
     with pytest.raises(ParseError) as info:
         sp.feed(b"OPTIONS sip:a SIP/2.0\r\nX: " + b"a" * 1200)
@@ -285,10 +293,13 @@ def test_stream_bounds(P) -> None:  # noqa: N803
         ),
         ("SIP:%61lice@[::1]:5070", ("sip", "alice", None, "[::1]", 5070, {}, {})),
         ("sip:192.0.2.4", ("sip", None, None, "192.0.2.4", None, {}, {})),
-        ("tel:+1-201-555-0123;phone-context=example.com", ("tel", "+1-201-555-0123", None, None, None, {"phone-context": "example.com"}, {})),
+        (
+            "tel:+1-201-555-0123;phone-context=example.com",
+            ("tel", "+1-201-555-0123", None, None, None, {"phone-context": "example.com"}, {}),
+        ),
     ],
 )
-def test_parse_uri(P, text: str, fields: tuple) -> None:  # noqa: N803
+def test_parse_uri(P, text: str, fields: tuple) -> None:
     u = P.parse_uri(text)
     assert (u.scheme, u.user, u.password, u.host, u.port, u.params, u.headers) == fields
     assert str(u) == text
@@ -297,12 +308,30 @@ def test_parse_uri(P, text: str, fields: tuple) -> None:  # noqa: N803
 @pytest.mark.parametrize(
     "text",
     [
-        "", "sip:", "alice@example.com", "sip:a@b@c", "sip:@h", "sip:a@", "sip:h:", "sip:h:99999",
-        "sip:h:5x", "sip:2001:db8::10", "sip:[2001:db8::10", "sip:[zz]", "sip:h;;lr", "sip:h?",
-        "sip:a b@h", "sip:%4@h", "sip:h;a=%G0", "1sip:h", "tel:", "x:", "sip:h?a",
+        "",
+        "sip:",
+        "alice@example.com",
+        "sip:a@b@c",
+        "sip:@h",
+        "sip:a@",
+        "sip:h:",
+        "sip:h:99999",
+        "sip:h:5x",
+        "sip:2001:db8::10",
+        "sip:[2001:db8::10",
+        "sip:[zz]",
+        "sip:h;;lr",
+        "sip:h?",
+        "sip:a b@h",
+        "sip:%4@h",
+        "sip:h;a=%G0",
+        "1sip:h",
+        "tel:",
+        "x:",
+        "sip:h?a",
     ],
 )
-def test_parse_uri_rejects(P, text: str) -> None:  # noqa: N803
+def test_parse_uri_rejects(P, text: str) -> None:
     with pytest.raises(ParseError):
         P.parse_uri(text)
 
@@ -315,16 +344,29 @@ def test_uri_replace_and_aor() -> None:
     assert str(v) == "sip:alice%20smith@Example.COM" and u.port == 5060
 
 
-def test_parse_via(P) -> None:  # noqa: N803
-    vias = P.parse_via("SIP / 2.0 / udp  host.example.com : 5060 ; branch = z9hG4bK1 ; received=10.0.0.1, SIP/2.0/TLS [::1];rport=5061")
-    assert vias[0] == Via("UDP", "host.example.com", 5060, {"branch": "z9hG4bK1", "received": "10.0.0.1"})
+def test_parse_via(P) -> None:
+    vias = P.parse_via(
+        "SIP / 2.0 / udp  host.example.com : 5060 ; branch = z9hG4bK1 ; received=10.0.0.1, SIP/2.0/TLS [::1];rport=5061"
+    )
+    assert vias[0] == Via(
+        "UDP", "host.example.com", 5060, {"branch": "z9hG4bK1", "received": "10.0.0.1"}
+    )
     assert vias[1].rport == 5061 and vias[1].host_address == "::1"
-    for bad in ["", "SIP/2.0 h", "SIP/2.0/UDP", "SIP/2.0/UDP h;", "SIP/2.0/UDP h;;x", "SIP/2.0/UDP h,", "SIP/2.0/UDP h:99999", "SIP/2.0/UDP h;branch="]:
+    for bad in [
+        "",
+        "SIP/2.0 h",
+        "SIP/2.0/UDP",
+        "SIP/2.0/UDP h;",
+        "SIP/2.0/UDP h;;x",
+        "SIP/2.0/UDP h,",
+        "SIP/2.0/UDP h:99999",
+        "SIP/2.0/UDP h;branch=",
+    ]:
         with pytest.raises(ParseError):
             P.parse_via(bad)
 
 
-def test_parse_address(P) -> None:  # noqa: N803
+def test_parse_address(P) -> None:
     a = P.parse_address('"A \\"B\\"" <sip:a@b>;tag=x;q=0.5')
     assert a == Address(URI("sip", "a", "b"), 'A "B"', {"tag": "x", "q": "0.5"})
     assert a.q == 0.5
@@ -332,7 +374,16 @@ def test_parse_address(P) -> None:  # noqa: N803
     assert a.display == "Bob Smith"
     a = P.parse_address("sip:bob@b;tag=1")
     assert (a.display, a.tag, a.uri.params) == (None, "1", {})
-    for bad in ["", "<sip:a@b", '"unterminated <sip:a@b>', "< sip:a@b>", "a, b <sip:a@b>", "sip:a@b?x=y", "<sip:a@b>;", "<sip:a@b>, <sip:c@d>"]:
+    for bad in [
+        "",
+        "<sip:a@b",
+        '"unterminated <sip:a@b>',
+        "< sip:a@b>",
+        "a, b <sip:a@b>",
+        "sip:a@b?x=y",
+        "<sip:a@b>;",
+        "<sip:a@b>, <sip:c@d>",
+    ]:
         with pytest.raises(ParseError):
             P.parse_address(bad)
     lst = P.parse_address_list('<sip:a@b>;expires=60, "C" <sip:c@d>, sip:e@f;q=1')
@@ -341,14 +392,16 @@ def test_parse_address(P) -> None:  # noqa: N803
         P.parse_address_list("<sip:a@b>,,<sip:c@d>")
 
 
-def test_parse_cseq_and_auth(P) -> None:  # noqa: N803
+def test_parse_cseq_and_auth(P) -> None:
     c = P.parse_cseq(" 0009  INVITE ")
     assert (c.seq, c.method) == (9, "INVITE")
     assert P.parse_cseq("4294967295 ACK").seq == 4294967295
     for bad in ["4294967296 ACK", "1", "x INVITE", "1INVITE", "1 INVITE x", ""]:
         with pytest.raises(ParseError):
             P.parse_cseq(bad)
-    a = P.parse_auth('Digest username="1001", realm="example.com", nonce="a\\"b", uri="sip:example.com", response="x", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="c"')
+    a = P.parse_auth(
+        'Digest username="1001", realm="example.com", nonce="a\\"b", uri="sip:example.com", response="x", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="c"'
+    )
     assert a.scheme == "Digest"
     assert a.params["username"] == "1001" and a.params["nonce"] == 'a"b'
     assert a.params["algorithm"] == "SHA-256" and "algorithm" not in a.quoted
@@ -359,7 +412,7 @@ def test_parse_cseq_and_auth(P) -> None:  # noqa: N803
 
 
 # -- messages: mutation, serialization, responses ------------------------------------------
-def test_mutation_serializes_and_reparses(P) -> None:  # noqa: N803
+def test_mutation_serializes_and_reparses(P) -> None:
     m = P.parse_datagram(REGISTER)
     assert bytes(m) == REGISTER
     m.push_via("SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp1")
@@ -378,14 +431,16 @@ def test_mutation_serializes_and_reparses(P) -> None:  # noqa: N803
         m.set("X", "a\r\nInjected: 1")
 
 
-def test_pop_via_from_a_multi_value_line(P) -> None:  # noqa: N803
-    m = P.parse_datagram(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a, SIP/2.0/UDP b\r\nVia: SIP/2.0/UDP c\r\n\r\n")
+def test_pop_via_from_a_multi_value_line(P) -> None:
+    m = P.parse_datagram(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a, SIP/2.0/UDP b\r\nVia: SIP/2.0/UDP c\r\n\r\n"
+    )
     assert m.pop_via().host == "a"
     assert [v.host for v in m.vias] == ["b", "c"]
     assert P.parse_datagram(bytes(m)).get_all("Via") == ["SIP/2.0/UDP b", "SIP/2.0/UDP c"]
 
 
-def test_make_response(P) -> None:  # noqa: N803
+def test_make_response(P) -> None:
     from fastsip.message import make_response
 
     req = P.parse_datagram(INVITE)
@@ -403,7 +458,11 @@ def test_make_response(P) -> None:  # noqa: N803
 
 
 def test_build_request_from_scratch() -> None:
-    r = Request("OPTIONS", URI("sip", None, "example.com"), [("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("Call-ID", "x")])
+    r = Request(
+        "OPTIONS",
+        URI("sip", None, "example.com"),
+        [("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("Call-ID", "x")],
+    )
     r.set_body(b"hi", "text/plain")
     assert bytes(r) == (
         b"OPTIONS sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: x\r\n"

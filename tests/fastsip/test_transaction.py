@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import TWINS, twin_module
 
+from conftest import TWINS, twin_module
 from fastsip import ParseError
 from fastsip._parser_py import parse_datagram
 from fastsip.message import Request, Response, make_cancel, make_response
@@ -35,8 +35,10 @@ EPS = 0.003  # the simulated wheel ticks every millisecond
 class Sim:
     """Performs actions; timers go through a TimerWheel twin on a simulated clock."""
 
-    def __init__(self, wheel_cls: Any, *, reliable: bool = False, timers: Timers = Timers()) -> None:
-        self.layer = TransactionLayer(timers=timers)
+    def __init__(
+        self, wheel_cls: Any, *, reliable: bool = False, timers: Timers | None = None
+    ) -> None:
+        self.layer = TransactionLayer(timers=timers if timers is not None else Timers())
         self.wheel = wheel_cls(tick=0.001, now=0.0)
         self.now = 0.0
         self.reliable = reliable
@@ -99,7 +101,9 @@ class Sim:
         return txn
 
     def request_in(self, data: bytes, source: Any = ("192.0.2.1", 5060)):
-        txn, actions = self.layer.receive_request(parse_datagram(data), source, reliable=self.reliable, now=self.now)
+        txn, actions = self.layer.receive_request(
+            parse_datagram(data), source, reliable=self.reliable, now=self.now
+        )
         self.run(actions)
         return txn
 
@@ -120,7 +124,13 @@ def wheel(request: pytest.FixtureRequest) -> Any:
     return twin_module("timerwheel", request.param).TimerWheel
 
 
-def req(method: str = "INVITE", branch: str = "z9hG4bKc1", *, via_host: str = "192.0.2.1", extra: str = "") -> bytes:
+def req(
+    method: str = "INVITE",
+    branch: str = "z9hG4bKc1",
+    *,
+    via_host: str = "192.0.2.1",
+    extra: str = "",
+) -> bytes:
     return (
         f"{method} sip:1002@example.com SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {via_host}:5060;branch={branch}\r\n"
@@ -173,7 +183,11 @@ def test_client_invite_non_2xx_completed_ack_and_timer_d(wheel: Any) -> None:
     assert txn.state == "completed" and txn.request is None  # only the ACK bytes are kept
     ack = parse_datagram(sim.sent[-1][1])
     assert ack.method == "ACK" and ack.cseq.seq == 1 and ack.cseq.method == "ACK"
-    assert ack.to.tag == "t9" and ack.via.branch == "z9hG4bKc1" and ack.uri_text == txn_request.uri_text
+    assert (
+        ack.to.tag == "t9"
+        and ack.via.branch == "z9hG4bKc1"
+        and ack.uri_text == txn_request.uri_text
+    )
     assert [m.status for _, m in sim.delivered] == [180, 486]
     # a retransmitted 486 is absorbed and the ACK is sent again
     sim.advance(1)
@@ -183,7 +197,9 @@ def test_client_invite_non_2xx_completed_ack_and_timer_d(wheel: Any) -> None:
     sim.advance(40)
     assert sim.event_names() == ["terminated"]
     assert abs(sim.events[0][0] - 32.0) < EPS  # timer D >= 32 s on UDP
-    assert sim.layer.receive_response(parse_datagram(bytes(make_response(txn_request, 486))), sim.now) == (None, [])
+    assert sim.layer.receive_response(
+        parse_datagram(bytes(make_response(txn_request, 486))), sim.now
+    ) == (None, [])
 
 
 def test_client_invite_2xx_accepted_state_rfc6026(wheel: Any) -> None:
@@ -199,7 +215,9 @@ def test_client_invite_2xx_accepted_state_rfc6026(wheel: Any) -> None:
     sim.advance(40)
     assert sim.event_names() == ["terminated"]
     assert abs(sim.events[0][0] - 32.0) < EPS  # timer M = 64*T1
-    assert sim.layer.receive_response(parse_datagram(bytes(make_response(txn_request, 200, to_tag="t9"))), sim.now) == (None, [])
+    assert sim.layer.receive_response(
+        parse_datagram(bytes(make_response(txn_request, 200, to_tag="t9"))), sim.now
+    ) == (None, [])
 
 
 def test_client_invite_reliable(wheel: Any) -> None:
@@ -370,7 +388,9 @@ def test_server_invite_ack_for_2xx_has_no_transaction(wheel: Any) -> None:
     txn = sim.request_in(req())
     sim.respond(txn, 200, to_tag="s1")
     # the ACK for a 2xx is a new transaction-less request (new branch)
-    t, actions = sim.layer.receive_request(parse_datagram(req("ACK", branch="z9hG4bKack2")), None, reliable=False, now=0)
+    t, actions = sim.layer.receive_request(
+        parse_datagram(req("ACK", branch="z9hG4bKack2")), None, reliable=False, now=0
+    )
     assert (t, actions) == (None, [])
 
 
@@ -414,14 +434,25 @@ def test_rfc2543_matching_without_magic_cookie(wheel: Any) -> None:
     sim = Sim(wheel)
     old = req(branch="1234").replace(b";branch=1234", b"")
     txn = sim.request_in(old)
-    assert sim.request_in(old) is txn  # retransmission matched by Request-URI, tags, Call-ID, CSeq, Via
+    assert (
+        sim.request_in(old) is txn
+    )  # retransmission matched by Request-URI, tags, Call-ID, CSeq, Via
     sim.respond(txn, 486, to_tag="s9")
-    ack = old.replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK").replace(
-        b"To: <sip:1002@example.com>", b"To: <sip:1002@example.com>;tag=s9"
+    ack = (
+        old.replace(b"INVITE sip", b"ACK sip")
+        .replace(b"1 INVITE", b"1 ACK")
+        .replace(b"To: <sip:1002@example.com>", b"To: <sip:1002@example.com>;tag=s9")
     )
     assert sim.request_in(ack) is txn
     assert txn.state == "confirmed"
-    assert sim.layer.find_invite(parse_datagram(old.replace(b"INVITE sip", b"CANCEL sip").replace(b"1 INVITE", b"1 CANCEL"))) is txn
+    assert (
+        sim.layer.find_invite(
+            parse_datagram(
+                old.replace(b"INVITE sip", b"CANCEL sip").replace(b"1 INVITE", b"1 CANCEL")
+            )
+        )
+        is txn
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -488,7 +519,16 @@ def test_custom_t1_scales_every_timer(wheel: Any) -> None:
 def test_response_target() -> None:
     src = ("198.51.100.7", 40000)
     assert response_target("10.0.0.1", 5070, True, None, src, reliable=False) == src
-    assert response_target("10.0.0.1", 5070, False, None, src, reliable=False) == ("198.51.100.7", 5070)
-    assert response_target("10.0.0.1", None, False, None, src, reliable=False) == ("198.51.100.7", 5060)
-    assert response_target("10.0.0.1", None, False, "239.1.1.1", src, reliable=False) == ("239.1.1.1", 5060)
+    assert response_target("10.0.0.1", 5070, False, None, src, reliable=False) == (
+        "198.51.100.7",
+        5070,
+    )
+    assert response_target("10.0.0.1", None, False, None, src, reliable=False) == (
+        "198.51.100.7",
+        5060,
+    )
+    assert response_target("10.0.0.1", None, False, "239.1.1.1", src, reliable=False) == (
+        "239.1.1.1",
+        5060,
+    )
     assert response_target("10.0.0.1", 5070, False, None, src, reliable=True) == src

@@ -9,10 +9,29 @@ from fastsip import ParseError
 from fastsip.message import Request
 
 ACCESSORS = (
-    "vias", "via", "from_", "to", "call_id", "cseq", "max_forwards", "expires",
-    "content_length", "content_type", "contacts", "contact_star", "routes", "record_routes",
-    "paths", "authorization", "proxy_authorization", "www_authenticate", "proxy_authenticate",
-    "supported", "require", "allow", "user_agent",
+    "vias",
+    "via",
+    "from_",
+    "to",
+    "call_id",
+    "cseq",
+    "max_forwards",
+    "expires",
+    "content_length",
+    "content_type",
+    "contacts",
+    "contact_star",
+    "routes",
+    "record_routes",
+    "paths",
+    "authorization",
+    "proxy_authorization",
+    "www_authenticate",
+    "proxy_authenticate",
+    "supported",
+    "require",
+    "allow",
+    "user_agent",
 )
 
 
@@ -57,7 +76,14 @@ def stream_outcome(p: ModuleType, chunks: list[bytes]) -> Any:
     return out
 
 
-VALUE_FUNCS = ("parse_uri", "parse_via", "parse_address", "parse_address_list", "parse_cseq", "parse_auth")
+VALUE_FUNCS = (
+    "parse_uri",
+    "parse_via",
+    "parse_address",
+    "parse_address_list",
+    "parse_cseq",
+    "parse_auth",
+)
 
 
 def value_outcome(p: ModuleType, text: str) -> Any:

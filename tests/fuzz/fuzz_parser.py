@@ -65,7 +65,9 @@ def _seed_dir(work: Path) -> None:
 
 
 def _fallback(n: int) -> None:
-    seeds = [p.read_bytes() for p in (HERE.parent.parent.parent / "shared" / "corpus").glob("*/*.sip")]
+    seeds = [
+        p.read_bytes() for p in (HERE.parent.parent.parent / "shared" / "corpus").glob("*/*.sip")
+    ]
     rnd = random.Random(int(os.environ.get("FUZZ_SEED", "1")))
     for i in range(n):
         data = bytearray(rnd.choice(seeds))
@@ -75,7 +77,9 @@ def _fallback(n: int) -> None:
             if op == 0 and data:
                 data[pos] = rnd.randrange(256)
             elif op == 1:
-                data[pos:pos] = rnd.choice([b"\r\n", b" ", b";", b",", b"<", b'"', b"%", b"\x00", b":"])
+                data[pos:pos] = rnd.choice(
+                    [b"\r\n", b" ", b";", b",", b"<", b'"', b"%", b"\x00", b":"]
+                )
             elif op == 2:
                 del data[pos : pos + rnd.randint(1, 16)]
             else:

@@ -93,9 +93,24 @@ class Kamailio:
         rundir.mkdir(exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [self.binary, "-f", str(self.config), "-DD", "-E", "-m", "32", "-M", "4",
-                 "-Y", str(rundir), "-P", str(rundir / "kamailio.pid")],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    self.binary,
+                    "-f",
+                    str(self.config),
+                    "-DD",
+                    "-E",
+                    "-m",
+                    "32",
+                    "-M",
+                    "4",
+                    "-Y",
+                    str(rundir),
+                    "-P",
+                    str(rundir / "kamailio.pid"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         end = time.monotonic() + timeout

@@ -37,9 +37,13 @@ class SipPeer(asyncio.DatagramProtocol):
         self.on_response: Callable[[Response, tuple[str, int]], None] | None = None
 
     @classmethod
-    async def open(cls, handler: Handler | None = None, host: str = "127.0.0.1", port: int = 0) -> SipPeer:
+    async def open(
+        cls, handler: Handler | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> SipPeer:
         loop = asyncio.get_running_loop()
-        _, proto = await loop.create_datagram_endpoint(lambda: cls(handler), local_addr=(host, port))
+        _, proto = await loop.create_datagram_endpoint(
+            lambda: cls(handler), local_addr=(host, port)
+        )
         return proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,7 +80,9 @@ class SipPeer(asyncio.DatagramProtocol):
         reason: str | None = None,
         headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
     ) -> Response:
-        resp = make_response(request, status, reason, to_tag=secrets.token_hex(4), headers=list(headers))
+        resp = make_response(
+            request, status, reason, to_tag=secrets.token_hex(4), headers=list(headers)
+        )
         self.send(resp, addr)
         return resp
 
@@ -156,7 +162,9 @@ class DigestRegistrar:
         seen = Seen(request, addr)
         self.seen.append(seen)
 
-        def answer(status: int, reason: str | None = None, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+        def answer(
+            status: int, reason: str | None = None, headers: list[tuple[str, str]] = ()
+        ) -> None:  # type: ignore[assignment]
             seen.status = status
             peer.reply(request, addr, status, reason, list(headers))
 
@@ -208,7 +216,9 @@ class DigestRegistrar:
         for algorithm in self.algorithms:
             nonce = secrets.token_hex(12)
             self.nonces.add(nonce)
-            value = f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={algorithm}, qop="auth"'
+            value = (
+                f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={algorithm}, qop="auth"'
+            )
             if stale:
                 value += ", stale=true"
             headers.append(("WWW-Authenticate", value))

@@ -34,8 +34,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
         yield s
 
 
-def register(port: int, user: str, password: str, *, host: str = "127.0.0.1",
-             expires: int = 3600) -> tuple[int, tuple[str, int]]:
+def register(
+    port: int, user: str, password: str, *, host: str = "127.0.0.1", expires: int = 3600
+) -> tuple[int, tuple[str, int]]:
     async def main() -> tuple[int, tuple[str, int]]:
         uac = await Uac.open(port, host=host)
         try:
@@ -54,10 +55,25 @@ def test_openapi_document_and_docs_page(srv: ThreadedServer) -> None:
     doc = requests.get(srv.base + "/openapi.json", timeout=10).json()
     assert doc["openapi"].startswith("3.")
     paths = set(doc["paths"])
-    for path in ("/health", "/system", "/users", "/users/{number}", "/registrations",
-                 "/registrations/{number}", "/bans", "/bans/{ip}", "/iplists", "/blacklist",
-                 "/cdr", "/cdr/{date}.csv", "/explain", "/tokens", "/metrics",
-                 "/openapi/version", "/openapi/localuser/set"):
+    for path in (
+        "/health",
+        "/system",
+        "/users",
+        "/users/{number}",
+        "/registrations",
+        "/registrations/{number}",
+        "/bans",
+        "/bans/{ip}",
+        "/iplists",
+        "/blacklist",
+        "/cdr",
+        "/cdr/{date}.csv",
+        "/explain",
+        "/tokens",
+        "/metrics",
+        "/openapi/version",
+        "/openapi/localuser/set",
+    ):
         assert path in paths, path
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     # the password is write-only: in the input model, never in the output model
@@ -107,8 +123,9 @@ def test_revoked_token_gets_401_everywhere(srv: ThreadedServer, tmp_path: Path) 
     assert srv.get("/users", token=token).status_code == 200
     assert srv.delete(f"/tokens/{token_id}").status_code == 204
     for method, path in routes:
-        r = requests.request(method, srv.base + path, headers=srv.headers(token), json={},
-                             timeout=10)
+        r = requests.request(
+            method, srv.base + path, headers=srv.headers(token), json={}, timeout=10
+        )
         assert r.status_code == 401, (method, path, r.status_code)
     # shim and websocket refuse it too
     q = urllib.parse.quote(json.dumps({"syskey": token}))
@@ -137,7 +154,9 @@ def test_read_only_token_cannot_write(srv: ThreadedServer) -> None:
     assert srv.get("/users/7001").status_code == 404
 
 
-def test_first_start_creates_one_admin_token(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_first_start_creates_one_admin_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level("WARNING", logger="mss"), api_server(tmp_path) as s:
         found = [r for r in caplog.records if getattr(r, "event", None) == "api_token"]
         assert len(found) == 1
@@ -156,8 +175,17 @@ def test_first_start_creates_one_admin_token(tmp_path: Path, caplog: pytest.LogC
 
 
 def test_user_crud_through_the_api(srv: ThreadedServer) -> None:
-    r = srv.post("/users", {"number": "1101", "password": "pw-1101", "name": "Ann",
-                            "multi_device": True, "max_devices": 2, "allow_ips": ["10.0.0.0/8"]})
+    r = srv.post(
+        "/users",
+        {
+            "number": "1101",
+            "password": "pw-1101",
+            "name": "Ann",
+            "multi_device": True,
+            "max_devices": 2,
+            "allow_ips": ["10.0.0.0/8"],
+        },
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["number"] == "1101" and "password" not in body and body["max_devices"] == 2
@@ -295,8 +323,9 @@ def test_events_need_a_token(srv: ThreadedServer) -> None:
                     pass
             assert info.value.response.status_code == 401
         # the Authorization header works as well as ?token=
-        async with websockets.connect(f"{srv.ws_base}/events",
-                                      additional_headers=srv.headers()) as ws:
+        async with websockets.connect(
+            f"{srv.ws_base}/events", additional_headers=srv.headers()
+        ) as ws:
             await ws.ping()
         with pytest.raises(websockets.exceptions.InvalidStatus) as info:
             async with websockets.connect(f"{srv.ws_base}/events?token={srv.token}&types=nope"):
@@ -355,8 +384,9 @@ def test_unknown_user_and_device_limit_are_explained(srv: ThreadedServer) -> Non
     assert register(srv.sip_port, "9999", "whatever", host="127.0.0.9")[0] == 401
     d = srv.get("/explain", params={"ip": "127.0.0.9", "kind": "auth_failure"}).json()
     assert d["decisions"][0]["rule"] == "digest authentication: unknown user"
-    srv.post("/users", {"number": "1302", "password": "pw-1302", "multi_device": True,
-                        "max_devices": 1})
+    srv.post(
+        "/users", {"number": "1302", "password": "pw-1302", "multi_device": True, "max_devices": 1}
+    )
 
     async def main() -> int:
         a, b = await Uac.open(srv.sip_port), await Uac.open(srv.sip_port)
@@ -416,11 +446,14 @@ def test_ip_lists_and_blacklist(srv: ThreadedServer) -> None:
     assert asyncio.run(silent())  # black-listed at once
     assert srv.delete("/iplists/black", params={"network": "127.0.0.13"}).status_code == 204
     assert not asyncio.run(silent())
-    r = srv.put("/blacklist", {"caller": "*", "called": "900", "rate": 100,
-                               "description": "premium"})
+    r = srv.put(
+        "/blacklist", {"caller": "*", "called": "900", "rate": 100, "description": "premium"}
+    )
     assert r.status_code == 200 and r.json()["called"] == "900"
     assert srv.put("/blacklist", {"caller": "", "called": "1"}).json()["field"] == "caller"
-    assert srv.put("/blacklist", {"caller": "1", "called": "1", "rate": 101}).json()["field"] == "rate"
+    assert (
+        srv.put("/blacklist", {"caller": "1", "called": "1", "rate": 101}).json()["field"] == "rate"
+    )
     assert len(srv.call(_blacklist_len(srv))) == 1  # the running blacklist has it
     assert srv.delete("/blacklist", params={"caller": "*", "called": "900"}).status_code == 204
     assert srv.delete("/blacklist", params={"caller": "*", "called": "900"}).status_code == 404
@@ -439,8 +472,14 @@ def test_cdr_query_and_csv(srv: ThreadedServer) -> None:
 
     base = time.mktime((2031, 3, 4, 12, 0, 0, 0, 0, -1))
     records = [
-        CdrRecord(id=f"c{i}", caller="1401", dialed=str(1500 + i), setup_at=base + i,
-                  result="answered" if i % 2 else "busy", status=200 if i % 2 else 486)
+        CdrRecord(
+            id=f"c{i}",
+            caller="1401",
+            dialed=str(1500 + i),
+            setup_at=base + i,
+            result="answered" if i % 2 else "busy",
+            status=200 if i % 2 else 486,
+        )
         for i in range(7)
     ]
     for rec in records:
@@ -492,7 +531,7 @@ def test_system_and_metrics(srv: ThreadedServer) -> None:
     assert value("mss_bans_active") >= 0
     assert value("mss_registrar_events_total", '{event="registered"}') >= 3
     assert "mss_sip_handler_seconds_bucket" in text
-    assert 'mss_build_info{' in text
+    assert "mss_build_info{" in text
 
 
 # -- miniSIPServer shim ----------------------------------------------------------------------
@@ -507,14 +546,25 @@ def _shim(srv: ThreadedServer, op: str, raw: bool = True, **params: str) -> requ
 
 def test_mss_shim_adds_a_user_who_can_register(srv: ThreadedServer) -> None:
     assert _shim(srv, "version", syskey=srv.token).json()["verInfo"].startswith("mss ")
-    r = _shim(srv, "localuser/set", syskey=srv.token, usrname="1601", usrpwd="pw-1601",
-              dispname="Shim User")
+    r = _shim(
+        srv,
+        "localuser/set",
+        syskey=srv.token,
+        usrname="1601",
+        usrpwd="pw-1601",
+        dispname="Shim User",
+    )
     assert r.status_code == 200 and r.json() == {"result": "success", "usrname": "1601"}
     status, addr = register(srv.sip_port, "1601", "pw-1601")
     assert status == 200
     one = _shim(srv, "localuser/query", raw=False, syskey=srv.token, usrname="1601").json()
-    assert one == {"usrname": "1601", "dispname": "Shim User", "description": "",
-                   "addr": f"{addr[0]}:{addr[1]}", "state": "1"}
+    assert one == {
+        "usrname": "1601",
+        "dispname": "Shim User",
+        "description": "",
+        "addr": f"{addr[0]}:{addr[1]}",
+        "state": "1",
+    }
     listed = _shim(srv, "localuser", syskey=srv.token).json()
     assert "1601" in [u["usrname"] for u in listed]
     # aliases of the brief's example and a change of password
@@ -539,6 +589,7 @@ def test_mss_shim_adds_a_user_who_can_register(srv: ThreadedServer) -> None:
 
 def test_api_over_tls(tmp_path: Path) -> None:
     import trustme
+
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -546,8 +597,10 @@ def test_api_over_tls(tmp_path: Path) -> None:
     cert.private_key_pem.write_to_path(str(key_file))
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    with api_server(tmp_path / "data", **{"api.tls_cert_file": str(cert_file),
-                                          "api.tls_key_file": str(key_file)}) as s:
+    with api_server(
+        tmp_path / "data",
+        **{"api.tls_cert_file": str(cert_file), "api.tls_key_file": str(key_file)},
+    ) as s:
         assert s.base.startswith("https://")
         # Connection: close: the server ends the TLS connection itself (no half-closed leftover)
         headers = {**s.headers(), "Connection": "close"}
@@ -566,8 +619,16 @@ def test_api_over_tls(tmp_path: Path) -> None:
 
 
 def test_lines_trunks_routes_crud_and_live_state(srv: ThreadedServer) -> None:
-    r = srv.post("/lines", {"id": "prov1", "account": "+4930123", "domain": "127.0.0.1:9",
-                            "password": "line-secret", "register": False})
+    r = srv.post(
+        "/lines",
+        {
+            "id": "prov1",
+            "account": "+4930123",
+            "domain": "127.0.0.1:9",
+            "password": "line-secret",
+            "register": False,
+        },
+    )
     assert r.status_code == 201, r.text
     line = r.json()
     assert line["has_password"] is True and "password" not in line
@@ -589,19 +650,30 @@ def test_lines_trunks_routes_crud_and_live_state(srv: ThreadedServer) -> None:
     assert srv.post("/lines/prov1/register-now").status_code == 202
     assert srv.post("/lines/nope/register-now").status_code == 404
 
-    r = srv.post("/trunks", {"id": "carrier", "host": "127.0.0.1", "port": 5099,
-                             "max_incoming": 2, "max_outgoing": 0})
+    r = srv.post(
+        "/trunks",
+        {"id": "carrier", "host": "127.0.0.1", "port": 5099, "max_incoming": 2, "max_outgoing": 0},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["active_calls"] == {"in": 0, "out": 0}
     assert srv.post("/trunks", {"id": "t2", "host": "exa mple"}).json()["field"] == "host"
     r = srv.patch("/trunks/carrier", {"max_outgoing": None})
     assert r.status_code == 200 and r.json()["max_outgoing"] is None
 
-    r = srv.post("/routes", {"id": "to-carrier", "prefix": "0", "target": "trunk:carrier", "strip": 1})
+    r = srv.post(
+        "/routes", {"id": "to-carrier", "prefix": "0", "target": "trunk:carrier", "strip": 1}
+    )
     assert r.status_code == 201, r.text
-    assert srv.post("/routes", {"id": "r2", "prefix": "1", "target": "fax"}).json()["field"] == "target"
-    assert srv.post("/routes", {"id": "r3", "prefix": "1", "target": "line:prov1",
-                                "fallback": "r3"}).json()["field"] == "fallback"
+    assert (
+        srv.post("/routes", {"id": "r2", "prefix": "1", "target": "fax"}).json()["field"]
+        == "target"
+    )
+    assert (
+        srv.post(
+            "/routes", {"id": "r3", "prefix": "1", "target": "line:prov1", "fallback": "r3"}
+        ).json()["field"]
+        == "fallback"
+    )
     assert "to-carrier" in [x["id"] for x in srv.get("/routes").json()]
     deadline = time.monotonic() + 5
     while "to-carrier" not in [r.id for r in srv.server.dialplan.plan.routes]:

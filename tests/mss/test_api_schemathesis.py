@@ -41,8 +41,9 @@ def st_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServ
         yield s
 
 
-def _run(operation: Any, mode: GenerationMode, server: ThreadedServer,
-         http: requests.Session) -> None:
+def _run(
+    operation: Any, mode: GenerationMode, server: ThreadedServer, http: requests.Session
+) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
         max_examples=EXAMPLES,

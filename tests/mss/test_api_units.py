@@ -136,8 +136,15 @@ def test_hub_bounds_subscribers() -> None:
 
 
 def _binding(aor: str, contact: str, source: str, expires_at: float) -> BindingRecord:
-    return BindingRecord(aor=aor, contact=contact, expires_at=expires_at, call_id="c", cseq=1,
-                         source=source, registered_at=expires_at - 3600)
+    return BindingRecord(
+        aor=aor,
+        contact=contact,
+        expires_at=expires_at,
+        call_id="c",
+        cseq=1,
+        source=source,
+        registered_at=expires_at - 3600,
+    )
 
 
 def test_user_status_publishes_changes_only() -> None:
@@ -173,16 +180,38 @@ def test_security_log_bridge_publishes_and_records_decisions() -> None:
     logger.addHandler(bridge)
     logger.setLevel(logging.INFO)
     try:
-        logger.warning("ban 192.0.2.9", extra={"event": "ban", "ip": "192.0.2.9",
-                                               "reason": "5 failed authentications within 60 s",
-                                               "origin": "f2b", "users": ["100", "101"],
-                                               "until": "2030-01-01T00:00:00Z"})
-        logger.info("dropped", extra={"event": "drop_summary", "ip": "192.0.2.9", "dropped": 7,
-                                      "period": 10.0, "why": "banned"})
-        logger.warning("call blocked", extra={
-            "event": "call_blocked", "caller": "anonymous", "called": "900123",
-            "source": "udp:192.0.2.10:5060", "status": 403,
-            "rule": {"caller": "anonymous", "called": "*", "rate": 100, "description": "anon"}})
+        logger.warning(
+            "ban 192.0.2.9",
+            extra={
+                "event": "ban",
+                "ip": "192.0.2.9",
+                "reason": "5 failed authentications within 60 s",
+                "origin": "f2b",
+                "users": ["100", "101"],
+                "until": "2030-01-01T00:00:00Z",
+            },
+        )
+        logger.info(
+            "dropped",
+            extra={
+                "event": "drop_summary",
+                "ip": "192.0.2.9",
+                "dropped": 7,
+                "period": 10.0,
+                "why": "banned",
+            },
+        )
+        logger.warning(
+            "call blocked",
+            extra={
+                "event": "call_blocked",
+                "caller": "anonymous",
+                "called": "900123",
+                "source": "udp:192.0.2.10:5060",
+                "status": 403,
+                "rule": {"caller": "anonymous", "called": "*", "rate": 100, "description": "anon"},
+            },
+        )
         logger.warning("no event field here")
     finally:
         logger.removeHandler(bridge)
@@ -233,8 +262,9 @@ def test_api_never_imports_sip_or_transport() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.lstrip(".").startswith(("sip", "transport")), path
-                assert not (node.module.startswith("mss.sip") or node.module.startswith(
-                    "mss.transport")), path
+                assert not (
+                    node.module.startswith("mss.sip") or node.module.startswith("mss.transport")
+                ), path
 
 
 # -- configuration -------------------------------------------------------------------------------

@@ -12,9 +12,15 @@ from mss.storage.memory import MemoryStorage
 
 @pytest.mark.parametrize("realm", ["example.test", 'odd "realm" \\ with nonce=""'])
 @pytest.mark.parametrize("algorithms", [ALGORITHMS, ("MD5",)])
-def test_challenge_template_matches_challenge_values(realm: str, algorithms: tuple[str, ...]) -> None:
-    auth = Authenticator(UserDirectory(MemoryStorage(), realm=realm), realm=realm, secret=b"s" * 32,
-                         algorithms=algorithms)
+def test_challenge_template_matches_challenge_values(
+    realm: str, algorithms: tuple[str, ...]
+) -> None:
+    auth = Authenticator(
+        UserDirectory(MemoryStorage(), realm=realm),
+        realm=realm,
+        secret=b"s" * 32,
+        algorithms=algorithms,
+    )
     factory = NonceFactory(secret=b"t" * 32, lifetime=300)
     nonces = [factory.make(1e9 + i) for i in range(3)] + ["", "a b", 'with "quote"', "back\\slash"]
     for stale in (False, True, False):

@@ -36,7 +36,12 @@ def same(a: BlacklistRecord | None, b: BlacklistRecord | None) -> bool:
     """Equal records, whatever their ``created_at`` stamp."""
     if a is None or b is None:
         return a is b
-    return (a.caller_prefix, a.called_prefix, a.rate, a.note) == (b.caller_prefix, b.called_prefix, b.rate, b.note)
+    return (a.caller_prefix, a.called_prefix, a.rate, a.note) == (
+        b.caller_prefix,
+        b.called_prefix,
+        b.rate,
+        b.note,
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,7 +55,9 @@ def same(a: BlacklistRecord | None, b: BlacklistRecord | None) -> bool:
         ("200", "913800", R2, True),
     ],
 )
-def test_the_six_documented_cases(caller: str, called: str, record: BlacklistRecord, blocked: bool) -> None:
+def test_the_six_documented_cases(
+    caller: str, called: str, record: BlacklistRecord, blocked: bool
+) -> None:
     bl = SystemBlacklist(DOC_RECORDS, draw=random.Random(1))
     decision = bl.check(caller, called, anonymous=False)
     assert decision.record == record
@@ -77,11 +84,13 @@ def test_rate_zero_is_an_explicit_allow_over_shorter_rules() -> None:
 
 
 def test_longer_caller_prefix_wins_within_one_called_prefix() -> None:
-    bl = SystemBlacklist([
-        BlacklistRecord("*", "0", 100),
-        BlacklistRecord("2", "0", 0),
-        BlacklistRecord("23", "0", 100),
-    ])
+    bl = SystemBlacklist(
+        [
+            BlacklistRecord("*", "0", 100),
+            BlacklistRecord("2", "0", 0),
+            BlacklistRecord("23", "0", 100),
+        ]
+    )
     assert bl.check("2300", "0123", anonymous=False).record == BlacklistRecord("23", "0", 100)
     assert bl.check("2400", "0123", anonymous=False).blocked is False
     assert bl.check("3400", "0123", anonymous=False).blocked is True
@@ -123,12 +132,14 @@ def test_is_anonymous(from_: str, extra: tuple[str, ...], anonymous: bool) -> No
 
 
 def test_anonymous_records() -> None:
-    bl = SystemBlacklist([
-        BlacklistRecord("anonymous", "*", 100, "no withheld numbers"),
-        BlacklistRecord("*", "*", 0),
-        BlacklistRecord("10", "*", 0),
-        BlacklistRecord("*", "911", 0),
-    ])
+    bl = SystemBlacklist(
+        [
+            BlacklistRecord("anonymous", "*", 100, "no withheld numbers"),
+            BlacklistRecord("*", "*", 0),
+            BlacklistRecord("10", "*", 0),
+            BlacklistRecord("*", "911", 0),
+        ]
+    )
     # each way of being anonymous is blocked
     for req in (
         _request('"Anonymous" <sip:anonymous@anonymous.invalid>'),
@@ -146,7 +157,11 @@ def test_anonymous_records() -> None:
     assert bl.check("101", "200", anonymous=False).blocked is False
     assert bl.check("anonymous", "200", anonymous=False).record == BlacklistRecord("*", "*", 0)
     # "Anonymous" typed in any case is the anonymous class
-    assert SystemBlacklist([BlacklistRecord("AnOnYmOuS", "*", 100)]).check("1", "2", anonymous=True).blocked
+    assert (
+        SystemBlacklist([BlacklistRecord("AnOnYmOuS", "*", 100)])
+        .check("1", "2", anonymous=True)
+        .blocked
+    )
 
 
 def test_caller_and_called_of_a_request() -> None:
@@ -177,8 +192,15 @@ def test_draw_may_be_a_callable_and_rates_100_and_0_never_draw() -> None:
         calls.append(1)
         return 0.25
 
-    bl = SystemBlacklist([BlacklistRecord("1", "*", 30), BlacklistRecord("2", "*", 20),
-                          BlacklistRecord("3", "*", 100), BlacklistRecord("4", "*", 0)], draw=draw)
+    bl = SystemBlacklist(
+        [
+            BlacklistRecord("1", "*", 30),
+            BlacklistRecord("2", "*", 20),
+            BlacklistRecord("3", "*", 100),
+            BlacklistRecord("4", "*", 0),
+        ],
+        draw=draw,
+    )
     assert bl.check("1", "5", anonymous=False).blocked is True  # 25 < 30
     assert bl.check("2", "5", anonymous=False).blocked is False  # 25 >= 20
     assert len(calls) == 2
@@ -187,8 +209,12 @@ def test_draw_may_be_a_callable_and_rates_100_and_0_never_draw() -> None:
     assert len(calls) == 2
 
 
-def test_screen_logs_a_security_event_and_status_is_configurable(caplog: pytest.LogCaptureFixture) -> None:
-    bl = SystemBlacklist([BlacklistRecord("anonymous", "*", 100, "no withheld numbers")], status=603)
+def test_screen_logs_a_security_event_and_status_is_configurable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bl = SystemBlacklist(
+        [BlacklistRecord("anonymous", "*", 100, "no withheld numbers")], status=603
+    )
     with caplog.at_level(logging.INFO, logger="mss.security"):
         d = bl.screen(_request('"Anonymous" <sip:anonymous@anonymous.invalid>'), source="127.0.0.9")  # type: ignore[arg-type]
         assert bl.screen(_request("<sip:101@pbx.test>"), source="127.0.0.9").blocked is False  # type: ignore[arg-type]
@@ -230,8 +256,19 @@ def test_storage_round_trip_and_reload() -> None:
 
 def test_cli_and_live_reload_in_a_running_server(tmp_path: Path) -> None:
     d = tmp_path / "data"
-    mss_cli("blacklist", "add", "--caller", "101", "--called", "*", "--rate", "100",
-            "--description", "record 1", data_dir=d)
+    mss_cli(
+        "blacklist",
+        "add",
+        "--caller",
+        "101",
+        "--called",
+        "*",
+        "--rate",
+        "100",
+        "--description",
+        "record 1",
+        data_dir=d,
+    )
     for args, field in [
         (("--caller", "1", "--called", "9", "--rate", "101"), "rate"),
         (("--caller", "1", "--called", "9", "--rate", "x"), "rate"),
@@ -239,7 +276,9 @@ def test_cli_and_live_reload_in_a_running_server(tmp_path: Path) -> None:
         (("--caller", "1", "--called", "9 9", "--rate", "5"), "called"),
     ]:
         res = mss_cli("blacklist", "add", *args, data_dir=d, check=False)
-        assert res.returncode == 2 and res.stderr.strip().startswith(f"mss: error: {field}:"), res.stderr
+        assert res.returncode == 2 and res.stderr.strip().startswith(f"mss: error: {field}:"), (
+            res.stderr
+        )
         assert len(res.stderr.strip().splitlines()) == 1
     res = mss_cli("blacklist", "del", "--caller", "7", "--called", "7", data_dir=d, check=False)
     assert res.returncode == 2 and res.stderr.startswith("mss: error: caller:")
@@ -251,15 +290,27 @@ def test_cli_and_live_reload_in_a_running_server(tmp_path: Path) -> None:
             # records added by the CLI while the server runs apply within a second
             for r in DOC_RECORDS[1:]:
                 await asyncio.to_thread(
-                    mss_cli, "blacklist", "add", "--caller", r.caller_prefix, "--called",
-                    r.called_prefix, "--rate", str(r.rate), "--description", r.note, data_dir=d,
+                    mss_cli,
+                    "blacklist",
+                    "add",
+                    "--caller",
+                    r.caller_prefix,
+                    "--called",
+                    r.called_prefix,
+                    "--rate",
+                    str(r.rate),
+                    "--description",
+                    r.note,
+                    data_dir=d,
                 )
             for _ in range(40):
                 if len(srv.blacklist) == 4:
                     break
                 await asyncio.sleep(0.05)
             assert same(srv.blacklist.check("200", "913800", anonymous=False).record, R2)
-            await asyncio.to_thread(mss_cli, "blacklist", "del", "--caller", "*", "--called", "9", data_dir=d)
+            await asyncio.to_thread(
+                mss_cli, "blacklist", "del", "--caller", "*", "--called", "9", data_dir=d
+            )
             for _ in range(40):
                 if len(srv.blacklist) == 3:
                     break
@@ -269,5 +320,7 @@ def test_cli_and_live_reload_in_a_running_server(tmp_path: Path) -> None:
     run_on("asyncio", main)
     listed = json.loads(mss_cli("blacklist", "list", "--json", data_dir=d).stdout)
     assert [(r["caller"], r["called"], r["rate"], r["description"]) for r in listed] == [
-        ("101", "*", 100, "record 1"), ("100", "9", 0, "record 3"), ("1", "913", 0, "record 4"),
+        ("101", "*", 100, "record 1"),
+        ("100", "9", 0, "record 3"),
+        ("1", "913", 0, "record 4"),
     ]

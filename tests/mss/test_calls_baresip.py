@@ -34,7 +34,9 @@ def require_baresip() -> str:
     path = shutil.which("baresip")
     if path is not None:
         return path
-    raise RuntimeError("baresip is not installed (apt-get install baresip-core; scripts/test.sh does)")
+    raise RuntimeError(
+        "baresip is not installed (apt-get install baresip-core; scripts/test.sh does)"
+    )
 
 
 def baresip_dir(base: Path, number: str, server_port: int, *, answermode: str) -> Path:
@@ -95,7 +97,10 @@ def test_baresip_calls_baresip(tmp_path: Path) -> None:
                 lambda: json.loads(mss_cli("reg", "list", "--json", data_dir=data).stdout), 10, 0.2
             ), (tmp_path / "callee.log").read_text(errors="replace")
             # the softphone's registration shows in `mss user list` (issue 4)
-            users = {u["number"]: u for u in json.loads(mss_cli("user", "list", "--json", data_dir=data).stdout)}
+            users = {
+                u["number"]: u
+                for u in json.loads(mss_cli("user", "list", "--json", data_dir=data).stdout)
+            }
             assert users["1002"]["online"] and users["1002"]["bindings"], users
             assert "baresip" in users["1002"]["bindings"][0]["user_agent"].lower(), users
             t0 = time.monotonic()

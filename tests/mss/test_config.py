@@ -371,7 +371,11 @@ def test_toml_every_section(tmp_path: Path) -> None:
     assert cfg.log.format == "json"  # case-folded to the canonical choice
     assert cfg.api.host == "0.0.0.0"
     assert (cfg.smtp.security, cfg.smtp.effective_port) == ("tls", 2525)
-    assert (cfg.media.rtp_port_min, cfg.media.rtp_port_max, cfg.media.rtp_host) == (30000, 30100, "192.0.2.5")
+    assert (cfg.media.rtp_port_min, cfg.media.rtp_port_max, cfg.media.rtp_host) == (
+        30000,
+        30100,
+        "192.0.2.5",
+    )
     assert cfg.voicemail.silence_timeout == 4.5
     # Everything differs from the defaults, so every key was read.
     flat = dict(flatten(config_to_dict(cfg)))

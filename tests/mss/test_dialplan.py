@@ -46,12 +46,14 @@ def test_no_rule_means_local_user() -> None:
 
 
 def test_longest_prefix_wins() -> None:
-    plan = DialPlan([
-        R("any", "", "trunk:default"),
-        R("zero", "0", "trunk:national"),
-        R("intl", "00", "trunk:intl"),
-        R("uk", "0044", "line:uk"),
-    ])
+    plan = DialPlan(
+        [
+            R("any", "", "trunk:default"),
+            R("zero", "0", "trunk:national"),
+            R("intl", "00", "trunk:intl"),
+            R("uk", "0044", "line:uk"),
+        ]
+    )
     assert steps(plan, "12345")[0][:2] == ("trunk", "default")
     assert steps(plan, "0123")[0][:2] == ("trunk", "national")
     assert steps(plan, "0033123")[0][:2] == ("trunk", "intl")
@@ -60,7 +62,9 @@ def test_longest_prefix_wins() -> None:
 
 
 def test_equal_prefixes_by_priority_then_id() -> None:
-    plan = DialPlan([R("b", "9", "trunk:b"), R("a", "9", "trunk:a"), R("c", "9", "trunk:c", priority=-1)])
+    plan = DialPlan(
+        [R("b", "9", "trunk:b"), R("a", "9", "trunk:a"), R("c", "9", "trunk:c", priority=-1)]
+    )
     assert steps(plan, "9123")[0][1] == "c"
     plan = DialPlan([R("b", "9", "trunk:b"), R("a", "9", "trunk:a")])
     assert steps(plan, "9123")[0][1] == "a"
@@ -68,11 +72,13 @@ def test_equal_prefixes_by_priority_then_id() -> None:
 
 
 def test_strip_and_prepend() -> None:
-    plan = DialPlan([
-        R("out", "9", "line:prov", strip=1),
-        R("e164", "00", "trunk:t", strip=2, prepend="+"),
-        R("nat", "0", "trunk:t", strip=1, prepend="+4930"),
-    ])
+    plan = DialPlan(
+        [
+            R("out", "9", "line:prov", strip=1),
+            R("e164", "00", "trunk:t", strip=2, prepend="+"),
+            R("nat", "0", "trunk:t", strip=1, prepend="+4930"),
+        ]
+    )
     assert steps(plan, "90123456") == [("line", "prov", "0123456", "out")]
     assert steps(plan, "0049301234") == [("trunk", "t", "+49301234", "e164")]
     assert steps(plan, "0301234") == [("trunk", "t", "+4930301234", "nat")]
@@ -86,11 +92,13 @@ def test_a_rule_leaving_no_number_is_skipped() -> None:
 
 
 def test_fallbacks_in_order_with_their_own_transformation() -> None:
-    plan = DialPlan([
-        R("out", "9", "line:prov", strip=1, fallback="backup"),
-        R("backup", "#9", "trunk:carrier", strip=1, prepend="0049", fallback="last"),
-        R("last", "#last", "trunk:other", strip=0),
-    ])
+    plan = DialPlan(
+        [
+            R("out", "9", "line:prov", strip=1, fallback="backup"),
+            R("backup", "#9", "trunk:carrier", strip=1, prepend="0049", fallback="last"),
+            R("last", "#last", "trunk:other", strip=0),
+        ]
+    )
     assert steps(plan, "9301234") == [
         ("line", "prov", "301234", "out"),
         ("trunk", "carrier", "0049301234", "backup"),
@@ -111,12 +119,19 @@ def test_fallback_cycles_missing_and_unusable() -> None:
     plan = DialPlan([R("a", "1", "trunk:ta", fallback="nope")])
     assert steps(plan, "1") == [("trunk", "ta", "1", "a")]
     # a long chain is bounded
-    chain = [R(f"r{i}", "5" if i == 0 else f"#{i}", f"trunk:t{i}", fallback=f"r{i + 1}") for i in range(20)]
+    chain = [
+        R(f"r{i}", "5" if i == 0 else f"#{i}", f"trunk:t{i}", fallback=f"r{i + 1}")
+        for i in range(20)
+    ]
     assert len(DialPlan(chain).resolve("5")) == MAX_STEPS
 
 
 def test_unusable_primary_falls_back_to_shorter_prefix() -> None:
-    routes = [R("intl", "00", "trunk:intl"), R("zero", "0", "line:main"), R("off", "01", "trunk:x", enabled=False)]
+    routes = [
+        R("intl", "00", "trunk:intl"),
+        R("zero", "0", "line:main"),
+        R("off", "01", "trunk:x", enabled=False),
+    ]
     plan = DialPlan(routes, lines=["main"], trunks=[])
     assert steps(plan, "0049") == [("line", "main", "0049", "zero")]  # trunk intl missing
     assert steps(plan, "0123") == [("line", "main", "0123", "zero")]  # disabled rule skipped
@@ -161,8 +176,12 @@ def test_targets_and_checks() -> None:
         with pytest.raises(ValueError):
             parse_target(bad)
     check_route(R("a", "9", "line:"))
-    for bad in (R("a", "9 ", "line:"), R("a", "9", "pbx:"), R("a", "9", "line:", fallback="a"),
-                R("a", "9", "line:", prepend="+4 9")):
+    for bad in (
+        R("a", "9 ", "line:"),
+        R("a", "9", "pbx:"),
+        R("a", "9", "line:", fallback="a"),
+        R("a", "9", "line:", prepend="+4 9"),
+    ):
         with pytest.raises(ValueError):
             check_route(bad)
     # a stored rule with a bad target is ignored, not fatal
@@ -173,8 +192,15 @@ digits = st.text("0123456789*#+", max_size=6)
 
 
 @given(
-    rules=st.lists(st.tuples(digits, st.sampled_from(["trunk:a", "trunk:b", "line:l", "user"]),
-                             st.integers(0, 3), digits), max_size=8),
+    rules=st.lists(
+        st.tuples(
+            digits,
+            st.sampled_from(["trunk:a", "trunk:b", "line:l", "user"]),
+            st.integers(0, 3),
+            digits,
+        ),
+        max_size=8,
+    ),
     number=st.text("0123456789", min_size=1, max_size=10),
 )
 def test_resolve_properties(rules: list[tuple[str, str, int, str]], number: str) -> None:
@@ -182,7 +208,9 @@ def test_resolve_properties(rules: list[tuple[str, str, int, str]], number: str)
     result = DialPlan(routes).resolve(number)
     assert 1 <= len(result) <= MAX_STEPS
     first = result[0]
-    matching = [r for r in routes if number.startswith(r.prefix) and transform(number, r.strip, r.prepend)]
+    matching = [
+        r for r in routes if number.startswith(r.prefix) and transform(number, r.strip, r.prepend)
+    ]
     if not matching:
         assert first == RouteStep("user", "", number, None, number)
     else:
@@ -203,23 +231,32 @@ def test_service_follows_lines_trunks_and_defaults() -> None:
         assert await ensure_default_routes(storage) is True
         assert await ensure_default_routes(storage) is False  # once per database
         assert await storage.routes.get("out") == RouteRecord(
-            "out", "9", "line:", strip=1,
+            "out",
+            "9",
+            "line:",
+            strip=1,
             created_at=(await storage.routes.get("out")).created_at,  # type: ignore[union-attr]
             updated_at=(await storage.routes.get("out")).updated_at,  # type: ignore[union-attr]
         )
         lines: list[str] = []
-        svc = DialPlanService(storage, lines=lambda: lines, trunks=lambda: [], is_user=lambda n: n == "900")
+        svc = DialPlanService(
+            storage, lines=lambda: lines, trunks=lambda: [], is_user=lambda n: n == "900"
+        )
         await svc.load()
         assert svc.resolve("9123") == [RouteStep("user", "", "9123", None, "9123")]
         lines.append("prov")
         svc.rebuild()
-        assert [(s.kind, s.target, s.number) for s in svc.resolve("9123")] == [("line", "prov", "123")]
+        assert [(s.kind, s.target, s.number) for s in svc.resolve("9123")] == [
+            ("line", "prov", "123")
+        ]
         assert svc.resolve("900")[0].kind == "user"
         # deleting the default is permanent
         await storage.routes.delete("out")
         assert await ensure_default_routes(storage) is False
         await svc.load()
-        assert svc.describe("9123") == [{"kind": "user", "target": "", "number": "9123", "route": None}]
+        assert svc.describe("9123") == [
+            {"kind": "user", "target": "", "number": "9123", "route": None}
+        ]
 
     asyncio.run(main())
 
@@ -249,9 +286,12 @@ def test_server_creates_the_default_route_and_follows_edits(tmp_path: Path) -> N
                 if len(server.dialplan.resolve("00123")) == 2:
                     break
             assert [(s.kind, s.target, s.number) for s in server.dialplan.resolve("00123")] == [
-                ("trunk", "carrier", "00123"), ("line", "prov", "0123"),
+                ("trunk", "carrier", "00123"),
+                ("line", "prov", "0123"),
             ]
-            assert [(s.kind, s.target) for s in server.dialplan.resolve("9555")] == [("line", "prov")]
+            assert [(s.kind, s.target) for s in server.dialplan.resolve("9555")] == [
+                ("line", "prov")
+            ]
 
     asyncio.run(asyncio.wait_for(main(), 30))
 
@@ -261,23 +301,47 @@ def test_route_cli(tmp_path: Path) -> None:
     def cli(*args: str, check: bool = True) -> Any:
         return mss_cli(*args, data_dir=tmp_path, check=check)
 
-    cli("route", "add", "intl", "--prefix", "00", "--to", "trunk:carrier", "--strip", "2", "--prepend", "+",
-        "--fallback", "any")
+    cli(
+        "route",
+        "add",
+        "intl",
+        "--prefix",
+        "00",
+        "--to",
+        "trunk:carrier",
+        "--strip",
+        "2",
+        "--prepend",
+        "+",
+        "--fallback",
+        "any",
+    )
     cli("route", "add", "any", "--prefix", "", "--to", "line")
     cli("route", "add", "op", "--prefix", "0", "--to", "user:100")
     rows = json.loads(cli("route", "list", "--json").stdout)
     assert [r["id"] for r in rows] == ["intl", "op", "any"]  # the order they are tried
-    assert rows[0] == {"id": "intl", "prefix": "00", "to": "trunk:carrier", "strip": 2, "prepend": "+",
-                       "fallback": "any", "priority": 0, "enabled": True}
+    assert rows[0] == {
+        "id": "intl",
+        "prefix": "00",
+        "to": "trunk:carrier",
+        "strip": 2,
+        "prepend": "+",
+        "fallback": "any",
+        "priority": 0,
+        "enabled": True,
+    }
     text = cli("route", "list").stdout
     assert "(any)" in text and "line: (first)" in text
     # nothing exists yet: the trunk and the first line are unusable, local user 0049...
     assert json.loads(cli("route", "resolve", "0049", "--json").stdout) == [
-        {"kind": "user", "target": "100", "number": "0049", "route": "op"}]
+        {"kind": "user", "target": "100", "number": "0049", "route": "op"}
+    ]
     cli("trunk", "add", "carrier", "--host", "127.0.0.1:5099", "--no-ping")
     cli("line", "add", "prov", "--account", "a", "--domain", "example.com", "--no-register")
     assert cli("route", "resolve", "0049").stdout.splitlines() == [
-        "trunk carrier: +49 (route intl)", "then line prov: 0049 (route any)"]
+        "trunk carrier: +49 (route intl)",
+        "then line prov: 0049 (route any)",
+    ]
     cli("route", "set", "intl", "--disable")
     assert cli("route", "resolve", "0049").stdout == "user 100: 0049 (route op)\n"
     bad = cli("route", "add", "x", "--prefix", "1", "--to", "pbx:1", check=False)

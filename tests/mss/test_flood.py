@@ -15,16 +15,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_flood_from_a_banned_source_costs_no_legitimate_registration(tmp_path: Path) -> None:
     out = tmp_path / "flood.json"
     res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "flood.py"), "--duration", "2", "--rate", "25000",
-         "--legit-rate", "500", "--json", str(out)],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "flood.py"),
+            "--duration",
+            "2",
+            "--rate",
+            "25000",
+            "--legit-rate",
+            "500",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     print("\n" + res.stdout + res.stderr[-2000:])
     assert out.exists(), res.stderr

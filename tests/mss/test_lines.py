@@ -62,7 +62,9 @@ async def wait_state(server: Any, line_id: str, state: LineState, timeout: float
         if st is not None and st.state == state:
             return st
         await asyncio.sleep(0.02)
-    raise AssertionError(f"line {line_id} not {state.value}: {server.lines.statuses()} {server.lines.history(line_id)}")
+    raise AssertionError(
+        f"line {line_id} not {state.value}: {server.lines.statuses()} {server.lines.history(line_id)}"
+    )
 
 
 async def until(predicate: Any, timeout: float = 10.0) -> None:
@@ -85,7 +87,9 @@ def test_auth_username_forms() -> None:
     ims = LineRecord("l", "+8612345678", "gd.ctcims.cn", auth_with_domain=True)
     assert auth_username(ims) == "+8612345678@gd.ctcims.cn"
     # the port of the domain is not part of the IMS identity; an explicit @ is kept
-    assert auth_username(LineRecord("l", "a", "ims.test:5060", auth_with_domain=True)) == "a@ims.test"
+    assert (
+        auth_username(LineRecord("l", "a", "ims.test:5060", auth_with_domain=True)) == "a@ims.test"
+    )
     assert auth_username(LineRecord("l", "a", "x", auth_user="b@y", auth_with_domain=True)) == "b@y"
 
 
@@ -94,8 +98,16 @@ def test_target_and_request_uri() -> None:
     assert line_target(line) == ("udp", "10.0.0.5", 5070)
     assert request_uri(line) == "sip:gd.ctcims.cn"
     assert line_target(LineRecord("l", "a", "sip.example.com")) == ("udp", "sip.example.com", 5060)
-    assert line_target(LineRecord("l", "a", "sip.example.com", transport="tls")) == ("tls", "sip.example.com", 5061)
-    assert line_target(LineRecord("l", "a", "[2001:db8::1]:5080", transport="tcp")) == ("tcp", "2001:db8::1", 5080)
+    assert line_target(LineRecord("l", "a", "sip.example.com", transport="tls")) == (
+        "tls",
+        "sip.example.com",
+        5061,
+    )
+    assert line_target(LineRecord("l", "a", "[2001:db8::1]:5080", transport="tcp")) == (
+        "tcp",
+        "2001:db8::1",
+        5080,
+    )
     assert request_uri(LineRecord("l", "a", "example.com:5080")) == "sip:example.com:5080"
     assert request_uri(LineRecord("l", "a", "example.com", transport="tls")) == "sips:example.com"
     for bad in ("", "a b", "host:99999", "::1", "[::1", "host:x"):
@@ -148,18 +160,29 @@ def test_service_state_history_is_bounded_and_logged(caplog: pytest.LogCaptureFi
         await svc.load()
         caplog.set_level(logging.INFO, logger="mss.lines")
         svc.set_state("l1", LineState.REGISTERING, reason="line added")
-        svc.set_state("l1", LineState.REGISTERED, status=200, reason="ok", registered_until=1.0, expires=60)
-        svc.set_state("l1", LineState.REGISTERED, status=200, reason="ok", registered_until=2.0, expires=60)
-        assert [e["state"] for e in svc.history("l1")] == ["registering", "registered"]  # refresh: no event
+        svc.set_state(
+            "l1", LineState.REGISTERED, status=200, reason="ok", registered_until=1.0, expires=60
+        )
+        svc.set_state(
+            "l1", LineState.REGISTERED, status=200, reason="ok", registered_until=2.0, expires=60
+        )
+        assert [e["state"] for e in svc.history("l1")] == [
+            "registering",
+            "registered",
+        ]  # refresh: no event
         for i in range(6):
-            svc.set_state("l1", LineState.FAILED, status=503, reason=f"fail {i}", next_retry=100.0 + i)
+            svc.set_state(
+                "l1", LineState.FAILED, status=503, reason=f"fail {i}", next_retry=100.0 + i
+            )
         hist = svc.history("l1")
         assert len(hist) == 5 and hist[-1]["reason"] == "fail 5" and hist[-1]["next_retry"] == 105.0
         st = svc.status("l1")
         assert st is not None and st.failures == 6 and st.state == LineState.FAILED
         records = [r for r in caplog.records if r.name == "mss.lines"]
         assert records[-1].levelname == "WARNING"
-        assert records[-1].line == "l1" and records[-1].state == "failed" and records[-1].status == 503  # type: ignore[attr-defined]
+        assert (
+            records[-1].line == "l1" and records[-1].state == "failed" and records[-1].status == 503
+        )  # type: ignore[attr-defined]
         await svc.stop()
         published = json.loads(await storage.kv.get("line.status.l1") or "{}")
         assert published["state"] == "failed" and published["reason"] == "fail 5"
@@ -172,17 +195,24 @@ def test_service_state_history_is_bounded_and_logged(caplog: pytest.LogCaptureFi
 
 def test_registers_refreshes_and_unregisters_on_stop(tmp_path: Path) -> None:
     async def main() -> None:
-        reg = await DigestRegistrar("alice", "pw", algorithms=("SHA-256", "MD5"), max_expires=2).start()
+        reg = await DigestRegistrar(
+            "alice", "pw", algorithms=("SHA-256", "MD5"), max_expires=2
+        ).start()
         try:
             async with running(tmp_path, **FAST) as server:
                 await server.storage.lines.add(
-                    LineRecord("l1", "alice", f"127.0.0.1:{reg.addr[1]}", password="pw", expires=300)
+                    LineRecord(
+                        "l1", "alice", f"127.0.0.1:{reg.addr[1]}", password="pw", expires=300
+                    )
                 )
                 st = await wait_state(server, "l1", LineState.REGISTERED)
                 assert st.expires == 2 and st.status == 200
                 # refreshed before expiry: 3 more 2xx, and no new history entries
                 await until(lambda: reg.ok_count() >= 4, 8)
-                assert [e["state"] for e in server.lines.history("l1")] == ["registering", "registered"]
+                assert [e["state"] for e in server.lines.history("l1")] == [
+                    "registering",
+                    "registered",
+                ]
                 first = reg.seen[0].request
                 assert first.uri_text == f"sip:127.0.0.1:{reg.addr[1]}"
                 assert str(first.to.uri) == "sip:alice@127.0.0.1" and first.expires == 300
@@ -231,8 +261,9 @@ def test_min_expires_423(tmp_path: Path) -> None:
 
 def test_failure_is_visible_and_retried_with_backoff(tmp_path: Path) -> None:
     async def main() -> None:
-        reg = await DigestRegistrar("carol", "pw", fail_with=503,
-                                    fail_headers=[("Warning", '399 sbc "maintenance"')]).start()
+        reg = await DigestRegistrar(
+            "carol", "pw", fail_with=503, fail_headers=[("Warning", '399 sbc "maintenance"')]
+        ).start()
         try:
             async with running(tmp_path, **FAST) as server:
                 await server.storage.lines.add(
@@ -249,7 +280,9 @@ def test_failure_is_visible_and_retried_with_backoff(tmp_path: Path) -> None:
                 reg.fail_with = None
                 await wait_state(server, "l", LineState.REGISTERED)
                 states = [e["state"] for e in server.lines.history("l")]
-                assert states[0] == "registering" and "failed" in states and states[-1] == "registered"
+                assert (
+                    states[0] == "registering" and "failed" in states and states[-1] == "registered"
+                )
                 assert server.lines.status("l").failures == 0
         finally:
             reg.close()
@@ -270,7 +303,9 @@ def test_wrong_password_and_timeout_fail_with_reasons(tmp_path: Path) -> None:
                 st = await wait_state(server, "bad", LineState.FAILED)
                 assert st.status == 401 and "credentials rejected" in st.reason
                 st = await wait_state(server, "dead", LineState.FAILED, timeout=10)
-                assert st.status in (408, 503) and ("timeout" in st.reason or "transport" in st.reason)
+                assert st.status in (408, 503) and (
+                    "timeout" in st.reason or "transport" in st.reason
+                )
                 assert st.next_retry is not None
         finally:
             reg.close()
@@ -281,7 +316,9 @@ def test_wrong_password_and_timeout_fail_with_reasons(tmp_path: Path) -> None:
 def test_unresolvable_domain_fails_visibly(tmp_path: Path) -> None:
     async def main() -> None:
         async with running(tmp_path, **FAST) as server:
-            await server.storage.lines.add(LineRecord("l", "a", "no-such-host.invalid", password="p"))
+            await server.storage.lines.add(
+                LineRecord("l", "a", "no-such-host.invalid", password="p")
+            )
             st = await wait_state(server, "l", LineState.FAILED, timeout=15)
             assert "cannot resolve no-such-host.invalid" in st.reason and st.next_retry is not None
 
@@ -294,7 +331,10 @@ def test_ims_registrar_through_proxy_needs_account_at_domain(tmp_path: Path) -> 
 
     async def main() -> None:
         ims = await DigestRegistrar(
-            "+8612345678", "imspw", realm=domain, username=f"+8612345678@{domain}",
+            "+8612345678",
+            "imspw",
+            realm=domain,
+            username=f"+8612345678@{domain}",
             forbid_wrong_username=True,
         ).start("127.0.0.3")
         relay = await Relay(ims.addr).start("127.0.0.2")
@@ -308,7 +348,9 @@ def test_ims_registrar_through_proxy_needs_account_at_domain(tmp_path: Path) -> 
                 assert st.status == 403 and "403 Forbidden" in st.reason
                 assert ims.seen[-1].username == "+8612345678"
                 # every packet went through the relay; the URIs kept the IMS domain
-                assert relay.forwarded and all(r.uri_text == f"sip:{domain}" for r in relay.forwarded)
+                assert relay.forwarded and all(
+                    r.uri_text == f"sip:{domain}" for r in relay.forwarded
+                )
                 assert all(str(r.to.uri) == f"sip:+8612345678@{domain}" for r in relay.forwarded)
 
                 # the option "authorization ID includes the domain": registered
@@ -317,7 +359,9 @@ def test_ims_registrar_through_proxy_needs_account_at_domain(tmp_path: Path) -> 
                     LineRecord(**{**_fields(line), "auth_with_domain": True})
                 )
                 await wait_state(server, "ims", LineState.REGISTERED)
-                assert ims.seen[-1].username == f"+8612345678@{domain}" and ims.seen[-1].status == 200
+                assert (
+                    ims.seen[-1].username == f"+8612345678@{domain}" and ims.seen[-1].status == 200
+                )
                 assert ims.bindings
         finally:
             relay.close()
@@ -343,8 +387,13 @@ def test_provider_rejecting_reused_call_id(tmp_path: Path, policy: str) -> None:
         try:
             async with running(tmp_path, **FAST) as server:
                 await server.storage.lines.add(
-                    LineRecord("l", "erin", f"127.0.0.1:{reg.addr[1]}", password="pw",
-                               new_call_id=new_call_id)
+                    LineRecord(
+                        "l",
+                        "erin",
+                        f"127.0.0.1:{reg.addr[1]}",
+                        password="pw",
+                        new_call_id=new_call_id,
+                    )
                 )
                 if policy == "same":
                     st = await wait_state(server, "l", LineState.FAILED)
@@ -379,7 +428,13 @@ def test_edits_reregister_and_disable_unregisters(tmp_path: Path) -> None:
                 await wait_state(server, "l", LineState.REGISTERED)
                 # register off: unregistered, with the reason
                 await server.storage.lines.update(
-                    LineRecord(**{**_fields(base), "domain": f"127.0.0.1:{other.addr[1]}", "register": False})
+                    LineRecord(
+                        **{
+                            **_fields(base),
+                            "domain": f"127.0.0.1:{other.addr[1]}",
+                            "register": False,
+                        }
+                    )
                 )
                 st = await wait_state(server, "l", LineState.UNREGISTERED)
                 assert st.reason == "registration off" and not other.bindings
@@ -404,8 +459,19 @@ def test_cli_lines_with_a_running_server(tmp_path: Path) -> None:
         reg = await DigestRegistrar("gina", "pw").start()
         try:
             async with running(tmp_path, **FAST) as server:
-                await cli("line", "add", "prov", "--account", "gina", "--domain",
-                          f"127.0.0.1:{reg.addr[1]}", "--password", "pw", "--expires", "600")
+                await cli(
+                    "line",
+                    "add",
+                    "prov",
+                    "--account",
+                    "gina",
+                    "--domain",
+                    f"127.0.0.1:{reg.addr[1]}",
+                    "--password",
+                    "pw",
+                    "--expires",
+                    "600",
+                )
                 await wait_state(server, "prov", LineState.REGISTERED)
                 listed = json.loads((await cli("line", "list", "--json")).stdout)
                 assert listed[0]["state"] == "registered" and listed[0]["password_set"]
@@ -422,7 +488,9 @@ def test_cli_lines_with_a_running_server(tmp_path: Path) -> None:
                 await wait_state(server, "prov", LineState.UNREGISTERED)
                 await cli("line", "del", "prov")
                 await until(lambda: server.lines.get("prov") is None, 5)
-                out = await asyncio.to_thread(mss_cli, "line", "del", "prov", data_dir=tmp_path, check=False)
+                out = await asyncio.to_thread(
+                    mss_cli, "line", "del", "prov", data_dir=tmp_path, check=False
+                )
                 assert out.returncode == 2 and "no line prov" in out.stderr
         finally:
             reg.close()
@@ -460,10 +528,16 @@ def test_line_cli_errors(tmp_path: Path) -> None:
         (("line", "register-now", "nope"), "line"),
     ]:
         res = cli(*args)
-        assert res.returncode == 2 and res.stderr.startswith(f"mss: error: {field}"), (args, res.stderr)
+        assert res.returncode == 2 and res.stderr.startswith(f"mss: error: {field}"), (
+            args,
+            res.stderr,
+        )
         assert len(res.stderr.strip().splitlines()) == 1
     assert cli("line", "list").stdout.strip() == "no external lines"
-    assert cli("line", "add", "x", "--account", "a", "--domain", "d", "--call-id", "new").returncode == 0
+    assert (
+        cli("line", "add", "x", "--account", "a", "--domain", "d", "--call-id", "new").returncode
+        == 0
+    )
     assert json.loads(cli("line", "list", "--json").stdout)[0]["call_id"] == "new"
     assert cli("line", "set", "x", "--call-id", "default").returncode == 0
     assert json.loads(cli("line", "list", "--json").stdout)[0]["call_id"] == "default"

@@ -43,7 +43,9 @@ async def wait_state(server: Any, line_id: str, state: LineState, timeout: float
         if st is not None and st.state == state:
             return st
         await asyncio.sleep(0.05)
-    raise AssertionError(f"line {line_id} not {state.value}: {server.lines.statuses()} {server.lines.history(line_id)}")
+    raise AssertionError(
+        f"line {line_id} not {state.value}: {server.lines.statuses()} {server.lines.history(line_id)}"
+    )
 
 
 async def probe(k: Any) -> str | None:
@@ -72,7 +74,10 @@ def test_line_registers_refreshes_and_survives_kamailio_restart(tmp_path: Path) 
                 st = server.lines.status("kam")
                 assert st.state == LineState.REGISTERED and st.last_success > first + 5
                 assert await probe(k) == "SIP/2.0 200 OK", k.output()
-                assert [e["state"] for e in server.lines.history("kam")] == ["registering", "registered"]
+                assert [e["state"] for e in server.lines.history("kam")] == [
+                    "registering",
+                    "registered",
+                ]
 
                 # Kamailio goes away: the next refresh times out, the line fails visibly
                 await asyncio.to_thread(k.stop)
@@ -108,14 +113,24 @@ def test_line_answers_kamailio_challenge(tmp_path: Path, algorithm: str) -> None
     require_kamailio()
 
     async def main() -> None:
-        with run_kamailio(tmp_path / "kamailio", account=ACCOUNT, password=PASSWORD, algorithm=algorithm) as k:
+        with run_kamailio(
+            tmp_path / "kamailio", account=ACCOUNT, password=PASSWORD, algorithm=algorithm
+        ) as k:
             async with running(tmp_path / "mss", **FAST) as server:
                 await server.storage.lines.add(
-                    LineRecord("good", ACCOUNT, f"127.0.0.1:{k.port}", password=PASSWORD, expires=60)
+                    LineRecord(
+                        "good", ACCOUNT, f"127.0.0.1:{k.port}", password=PASSWORD, expires=60
+                    )
                 )
                 await server.storage.lines.add(
-                    LineRecord("bad", ACCOUNT, f"127.0.0.1:{k.port}", password="wrong", expires=60,
-                               contact_user="other")
+                    LineRecord(
+                        "bad",
+                        ACCOUNT,
+                        f"127.0.0.1:{k.port}",
+                        password="wrong",
+                        expires=60,
+                        contact_user="other",
+                    )
                 )
                 await wait_state(server, "good", LineState.REGISTERED)
                 st = await wait_state(server, "bad", LineState.FAILED)

@@ -66,7 +66,7 @@ def test_sha256_response_matches_independent_hashlib(tmp_path: Path) -> None:
             await srv.users.add("1001", "pw-1001")
             uac = await Uac.open(srv.port("udp"))
             first = await uac.register("1001", None)
-            ch = [parse_auth(v).params for v in first.get_all("WWW-Authenticate")][0]
+            ch = next(parse_auth(v).params for v in first.get_all("WWW-Authenticate"))
             assert ch["algorithm"] == "SHA-256"
 
             def sha(s: str) -> str:
@@ -335,10 +335,16 @@ def test_path_stored_and_echoed(tmp_path: Path) -> None:
         async with running(tmp_path) as srv:
             await srv.users.add("1001", "pw-1001")
             uac = await Uac.open(srv.port("udp"))
-            path = [("Path", "<sip:edge1.example.test;lr>"), ("Path", "<sip:edge2.example.test;lr>")]
+            path = [
+                ("Path", "<sip:edge1.example.test;lr>"),
+                ("Path", "<sip:edge2.example.test;lr>"),
+            ]
             r = await uac.register("1001", "pw-1001", extra=[*path, ("Supported", "path")])
             assert r.status == 200
-            assert r.get_all("Path") == ["<sip:edge1.example.test;lr>", "<sip:edge2.example.test;lr>"]
+            assert r.get_all("Path") == [
+                "<sip:edge1.example.test;lr>",
+                "<sip:edge2.example.test;lr>",
+            ]
             [b] = srv.location.lookup("1001")
             assert b.path == ("<sip:edge1.example.test;lr>", "<sip:edge2.example.test;lr>")
             uac.close()
@@ -346,7 +352,9 @@ def test_path_stored_and_echoed(tmp_path: Path) -> None:
     run_on("asyncio", main)
 
 
-def test_unknown_user_costs_a_real_verification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_user_costs_a_real_verification(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No timing oracle: an unknown user's credentials are verified against a dummy HA1, so the
     server does the same digest work as for a known user with a wrong password."""
     import mss.sip.auth as auth_mod

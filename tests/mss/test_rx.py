@@ -124,7 +124,9 @@ def test_gate_first_and_admitted_in_order(rx: ModuleType, server: socket.socket)
         good.close()
 
 
-def test_no_gate_admits_everything_and_sizes_are_exact(rx: ModuleType, server: socket.socket) -> None:
+def test_no_gate_admits_everything_and_sizes_are_exact(
+    rx: ModuleType, server: socket.socket
+) -> None:
     s = _sender("127.0.0.9")
     try:
         sizes = [0, 1, 440, 1500, 9000, 60000]
@@ -183,7 +185,9 @@ def test_exceptions_are_reported_and_reading_goes_on(rx: ModuleType, server: soc
         s.close()
 
 
-def test_limit_bounds_one_call_and_close_stops_reading(rx: ModuleType, server: socket.socket) -> None:
+def test_limit_bounds_one_call_and_close_stops_reading(
+    rx: ModuleType, server: socket.socket
+) -> None:
     s = _sender("127.0.0.8")
     try:
         for i in range(10):
@@ -259,8 +263,10 @@ def test_listener_survives_a_failing_handler_and_drops_banned(
     async def go() -> None:
         sink = _Sink(fail_on=b"c3\r\n")
         layer = TransportLayer(
-            listen=[("udp", "127.0.0.1", 0)], clock=Clock(asyncio.get_running_loop()),
-            sink=sink, gate=_Gate("127.0.0.66"),
+            listen=[("udp", "127.0.0.1", 0)],
+            clock=Clock(asyncio.get_running_loop()),
+            sink=sink,
+            gate=_Gate("127.0.0.66"),
         )
         await layer.start()
         port = layer.listeners[0].port
@@ -289,7 +295,9 @@ def test_listener_polls_under_load_and_loses_nothing(
     async def go() -> None:
         sink = _Sink()
         layer = TransportLayer(
-            listen=[("udp", "127.0.0.1", 0)], clock=Clock(asyncio.get_running_loop()), sink=sink,
+            listen=[("udp", "127.0.0.1", 0)],
+            clock=Clock(asyncio.get_running_loop()),
+            sink=sink,
             gate=_Gate("127.0.0.66"),
         )
         await layer.start()

@@ -114,24 +114,51 @@ def test_challenges_and_foreign_nonces_are_not_failures_replays_are(tmp_path: Pa
             for _ in range(25):
                 assert (await uac.register("150", None)).status == 401
             # right password over a nonce we never issued: challenged again, not a failure
-            auth = client_authorization(username="150", realm="example.test", password="pw-150-ok",
-                                        method="REGISTER", uri="sip:example.test", nonce="bogus-nonce",
-                                        algorithm="MD5", qop="auth")
-            r = await uac.send(uac.request("REGISTER", "150", contact="<sip:150@127.0.0.10>",
-                                           headers=[("Authorization", auth)]))
+            auth = client_authorization(
+                username="150",
+                realm="example.test",
+                password="pw-150-ok",
+                method="REGISTER",
+                uri="sip:example.test",
+                nonce="bogus-nonce",
+                algorithm="MD5",
+                qop="auth",
+            )
+            r = await uac.send(
+                uac.request(
+                    "REGISTER",
+                    "150",
+                    contact="<sip:150@127.0.0.10>",
+                    headers=[("Authorization", auth)],
+                )
+            )
             assert r.status == 401
             assert srv.auth.stats["failures"] == 0 and srv.security.stats["failures"] == 0
             assert await options_answered(port, "127.0.0.10")
             # a replayed nonce count is a failure
             first = await uac.register("150", None)
-            ch = next(parse_auth(v).params for v in first.get_all("WWW-Authenticate")
-                      if parse_auth(v).params.get("algorithm") == "MD5")
-            auth = client_authorization(username="150", realm=ch["realm"], password="pw-150-ok",
-                                        method="REGISTER", uri="sip:example.test", nonce=ch["nonce"],
-                                        algorithm="MD5", qop="auth")
-            req = uac.request("REGISTER", "150", contact="<sip:150@127.0.0.10>", headers=[("Authorization", auth)])
+            ch = next(
+                parse_auth(v).params
+                for v in first.get_all("WWW-Authenticate")
+                if parse_auth(v).params.get("algorithm") == "MD5"
+            )
+            auth = client_authorization(
+                username="150",
+                realm=ch["realm"],
+                password="pw-150-ok",
+                method="REGISTER",
+                uri="sip:example.test",
+                nonce=ch["nonce"],
+                algorithm="MD5",
+                qop="auth",
+            )
+            req = uac.request(
+                "REGISTER", "150", contact="<sip:150@127.0.0.10>", headers=[("Authorization", auth)]
+            )
             assert (await uac.send(req)).status == 200
-            req = uac.request("REGISTER", "150", contact="<sip:150@127.0.0.10>", headers=[("Authorization", auth)])
+            req = uac.request(
+                "REGISTER", "150", contact="<sip:150@127.0.0.10>", headers=[("Authorization", auth)]
+            )
             assert (await uac.send(req)).status == 401
             assert srv.security.stats["failures"] == 1
             uac.close()
@@ -144,7 +171,9 @@ def test_challenges_and_foreign_nonces_are_not_failures_replays_are(tmp_path: Pa
 # ---------------------------------------------------------------------------------------------
 
 
-def test_five_failures_ban_the_source_silently(loop_name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_five_failures_ban_the_source_silently(
+    loop_name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="mss.security")
 
     async def main() -> None:
@@ -165,7 +194,9 @@ def test_five_failures_ban_the_source_silently(loop_name: str, tmp_path: Path, c
             # from now on: no answer at all, over UDP or a new TCP connection
             assert not await options_answered(port, "127.0.0.20")
             uac = await Uac.open(port, host="127.0.0.20")
-            uac.client.send(uac.request("REGISTER", "150", contact="<sip:150@127.0.0.20>"), uac.server)
+            uac.client.send(
+                uac.request("REGISTER", "150", contact="<sip:150@127.0.0.20>"), uac.server
+            )
             assert await uac.client.nothing(0.4)
             uac.close()
             assert not await tcp_answered(tcp, "127.0.0.20")
@@ -183,13 +214,21 @@ def test_five_failures_ban_the_source_silently(loop_name: str, tmp_path: Path, c
             assert stored is not None and stored.count == 1
             assert stored.until is not None and abs(stored.until - time.time() - 10800) < 60
             assert set(stored.users) == {"150", "9999", "160"} and stored.users[-1] == "160"
-            assert "5 failed authentications within 60 s" in stored.reason and "150" in stored.reason
+            assert (
+                "5 failed authentications within 60 s" in stored.reason and "150" in stored.reason
+            )
 
     run_on(loop_name, main)
     bans = events(caplog, "ban")
     assert len(bans) == 1
     ev = bans[0]
-    assert (ev.ip, ev.origin, ev.count, ev.failures, ev.duration) == ("127.0.0.20", "f2b", 1, 5, 10800)  # type: ignore[attr-defined]
+    assert (ev.ip, ev.origin, ev.count, ev.failures, ev.duration) == (
+        "127.0.0.20",
+        "f2b",
+        1,
+        5,
+        10800,
+    )  # type: ignore[attr-defined]
     assert ev.users[-1] == "160"  # type: ignore[attr-defined]
     drops = events(caplog, "drop_summary")
     assert drops and all(d.ip == "127.0.0.20" for d in drops)  # type: ignore[attr-defined]
@@ -223,7 +262,9 @@ def test_white_listed_sources_are_never_banned(tmp_path: Path) -> None:
             port = srv.port("udp")
             # added to storage as the CLI does: the running server follows within a second
             await srv.storage.iplists.add(IpListRecord("white", "127.0.0.24/30"))
-            assert await eventually(lambda: _true(srv.security.white.contains(pack_host("127.0.0.25"))))
+            assert await eventually(
+                lambda: _true(srv.security.white.contains(pack_host("127.0.0.25")))
+            )
             assert await wrong(port, "127.0.0.25", "150", 30) == [401] * 30
             assert await options_answered(port, "127.0.0.25")
             assert srv.security.stats["failures_white"] == 30
@@ -255,11 +296,15 @@ def test_fail_to_ban_can_be_switched_off(tmp_path: Path) -> None:
     run_on("asyncio", main)
 
 
-def test_a_short_ban_expires_and_a_repeat_offence_doubles(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_short_ban_expires_and_a_repeat_offence_doubles(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="mss.security")
 
     async def main() -> None:
-        async with running(tmp_path, **{"security.f2b_ban_time": 1, "security.f2b_max_ban_time": 2}) as srv:
+        async with running(
+            tmp_path, **{"security.f2b_ban_time": 1, "security.f2b_max_ban_time": 2}
+        ) as srv:
             await srv.users.add("150", "pw-150-ok")
             port = srv.port("udp")
             assert await wrong(port, "127.0.0.30", "150", 5) == [401] * 5
@@ -340,8 +385,14 @@ def test_failures_outside_the_window_do_not_add_up() -> None:
 
 
 def test_policy_options_are_honoured() -> None:
-    cfg = SecurityConfig(f2b_max_failures=2, f2b_window=10, f2b_ban_time=30, f2b_max_ban_time=50,
-                         f2b_known_good_factor=3, f2b_known_good_window=100)
+    cfg = SecurityConfig(
+        f2b_max_failures=2,
+        f2b_window=10,
+        f2b_ban_time=30,
+        f2b_max_ban_time=50,
+        f2b_known_good_factor=3,
+        f2b_known_good_window=100,
+    )
     policy = SecurityPolicy(cfg)
     policy.auth_succeeded("192.0.2.9", 0.0)
     assert policy.threshold("192.0.2.9", 50.0) == 6
@@ -478,8 +529,19 @@ def test_parse_network_and_sets() -> None:
     for bad in ("", "300.1.1.1", "192.0.2.0/33", "example.com"):
         with pytest.raises(SecurityError, match=r"^network: "):
             parse_network(bad)
-    nets = IpNetSet([parse_network(t) for t in ("10.0.0.0/8", "192.0.2.7", "172.16.0.0/12",
-                                                 "10.1.0.0/16", "2001:db8::/32", "::1")])
+    nets = IpNetSet(
+        [
+            parse_network(t)
+            for t in (
+                "10.0.0.0/8",
+                "192.0.2.7",
+                "172.16.0.0/12",
+                "10.1.0.0/16",
+                "2001:db8::/32",
+                "::1",
+            )
+        ]
+    )
     assert len(nets) == 6
     for yes in ("10.255.1.1", "192.0.2.7", "172.31.255.255", "2001:db8:ffff::1", "::1"):
         assert nets.contains(pack_host(yes)), yes  # type: ignore[arg-type]
@@ -495,7 +557,13 @@ def test_parse_ip_and_operator_ban() -> None:
         with pytest.raises(SecurityError, match=r"^ip: "):
             parse_ip(bad)
     rec = operator_ban("10.0.0.1", duration=60, reason="", wall=1000.0)
-    assert (rec.ip, rec.until, rec.count, rec.first_at, rec.last_at) == ("10.0.0.1", 1060.0, 1, 1000.0, 1000.0)
+    assert (rec.ip, rec.until, rec.count, rec.first_at, rec.last_at) == (
+        "10.0.0.1",
+        1060.0,
+        1,
+        1000.0,
+        1000.0,
+    )
     again = operator_ban("10.0.0.1", duration=None, previous=rec, wall=2000.0)
     assert (again.until, again.count, again.first_at, again.last_at) == (None, 2, 1000.0, 2000.0)
 
@@ -509,7 +577,9 @@ def test_stored_bans_are_loaded_and_followed() -> None:
             await storage.bans.put(BanRecord("192.0.2.2", until=None, reason="forever"))
             await storage.bans.put(BanRecord("192.0.2.3", until=4000.0, reason="over", count=3))
             await storage.bans.put(BanRecord("bogus", until=None))
-            policy = SecurityPolicy(SecurityConfig(), storage=storage, clock=lambda: mono[0], wall=wall)
+            policy = SecurityPolicy(
+                SecurityConfig(), storage=storage, clock=lambda: mono[0], wall=wall
+            )
             await policy.load()
             assert not policy.allow("192.0.2.1", 10.0) and policy.allow("192.0.2.1", 110.0)
             assert not policy.allow("192.0.2.2", 1e9)
@@ -588,7 +658,11 @@ def test_cli_bans_live_and_persistent_across_kill9(tmp_path: Path) -> None:
         proc.wait(10)
         assert proc.stdout is not None
         lines = [json.loads(ln) for ln in proc.stdout.read().splitlines() if ln.startswith("{")]
-    kinds = [(ln.get("event"), ln.get("ip")) for ln in lines if ln.get("logger") == "mss.security" and "event" in ln]
+    kinds = [
+        (ln.get("event"), ln.get("ip"))
+        for ln in lines
+        if ln.get("logger") == "mss.security" and "event" in ln
+    ]
     assert ("unban", "127.0.0.40") in kinds
     assert ("drop_summary", "127.0.0.41") in kinds
     # CLI errors: one line naming the field, exit 2
@@ -606,11 +680,20 @@ def test_cli_bans_live_and_persistent_across_kill9(tmp_path: Path) -> None:
         err = res.stderr.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"mss: error: {field}:"), res.stderr
     listed = json.loads(mss_cli("iplist", "list", "--json", data_dir=d).stdout)
-    assert listed == [{"list": "black", "network": "127.0.0.42", "note": "", "created_at": listed[0]["created_at"]}]
+    assert listed == [
+        {
+            "list": "black",
+            "network": "127.0.0.42",
+            "note": "",
+            "created_at": listed[0]["created_at"],
+        }
+    ]
     assert math.isfinite(listed[0]["created_at"])
 
 
-@pytest.mark.parametrize("cmd", [["ban", "add", "--help"], ["iplist", "list", "--help"], ["blacklist", "add", "--help"]])
+@pytest.mark.parametrize(
+    "cmd", [["ban", "add", "--help"], ["iplist", "list", "--help"], ["blacklist", "add", "--help"]]
+)
 def test_help(cmd: list[str], tmp_path: Path) -> None:
     res = mss_cli(*cmd, data_dir=tmp_path)
     assert "--data-dir" in res.stdout

@@ -18,8 +18,8 @@ from serverutil import free_udp_port, serve
 from sipp import run_sipp, write_inf_file
 
 from mss.app import open_configured_storage, resolve_realm
-from mss.features.users import UserDirectory
 from mss.config import load_config
+from mss.features.users import UserDirectory
 
 pytestmark = pytest.mark.slow
 

@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 
 import pytest
+import sipvicious  # noqa: F401  (test extra; a missing tool fails, never skips)
 from netutil import run_on
 from serverutil import Uac, free_udp_port, mss_cli, serve
-
-import sipvicious  # noqa: E402,F401  (test extra; a missing tool fails, never skips)
 
 BIN = Path(sys.executable).parent
 MD5_ONLY = {"MSS_AUTH_ALGORITHMS": "MD5"}
@@ -41,7 +40,9 @@ def tool(name: str, *args: str, cwd: Path, timeout: float = 90) -> subprocess.Co
     exe = BIN / f"sipvicious_{name}"
     if not exe.exists():
         pytest.fail(f"{exe} is not installed (pip install sipvicious)")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
 
 
 def wordlist(path: Path, size: int, right: int) -> Path:
@@ -83,7 +84,9 @@ def data_dir(tmp_path: Path) -> Path:
     return d
 
 
-def test_svmap_finds_the_server_and_svwar_finds_no_extension(data_dir: Path, tmp_path: Path) -> None:
+def test_svmap_finds_the_server_and_svwar_finds_no_extension(
+    data_dir: Path, tmp_path: Path
+) -> None:
     port = free_udp_port()
     with serve(data_dir, port, env_extra=MD5_ONLY):
         out = tool("svmap", "-b", "127.0.0.50", "-p", str(port), "127.0.0.1", cwd=tmp_path)
@@ -95,12 +98,24 @@ def test_svmap_finds_the_server_and_svwar_finds_no_extension(data_dir: Path, tmp
             "OPTIONS --force": ("--force", "-m", "OPTIONS"),
         }
         for label, extra in runs.items():
-            out = tool("svwar", "-b", "127.0.0.51", "-p", str(port), "-e100-199", *extra, "127.0.0.1",
-                       cwd=tmp_path)
+            out = tool(
+                "svwar",
+                "-b",
+                "127.0.0.51",
+                "-p",
+                str(port),
+                "-e100-199",
+                *extra,
+                "127.0.0.1",
+                cwd=tmp_path,
+            )
             text = out.stdout + out.stderr
             print(f"\nsvwar {label}: exit {out.returncode}; {text.strip().splitlines()[-1]}")
             assert "found nothing" in text, (label, text)
-            assert "exists" not in text and "| 150" not in text and "| 160" not in text, (label, text)
+            assert "exists" not in text and "| 150" not in text and "| 160" not in text, (
+                label,
+                text,
+            )
         # scanning without credentials is no failure: the scanner's address is not banned
         assert answered(port, "127.0.0.51")
     assert mss_cli("ban", "list", data_dir=data_dir).stdout.strip() == "no bans"
@@ -122,14 +137,27 @@ def test_svcrack_is_banned_after_five_failures(data_dir: Path, tmp_path: Path) -
         worker.start()
         try:
             t0 = time.monotonic()
-            out = tool("svcrack", "-u", "150", "-d", str(words), "-p", str(port), "--maximumtime", "2",
-                       "127.0.0.1", cwd=tmp_path)
+            out = tool(
+                "svcrack",
+                "-u",
+                "150",
+                "-d",
+                str(words),
+                "-p",
+                str(port),
+                "--maximumtime",
+                "2",
+                "127.0.0.1",
+                cwd=tmp_path,
+            )
             took = time.monotonic() - t0
         finally:
             stop.set()
             worker.join(30)
         text = out.stdout + out.stderr
-        print(f"\nsvcrack: exit {out.returncode} after {took:.1f} s; {text.strip().splitlines()[-1]}")
+        print(
+            f"\nsvcrack: exit {out.returncode} after {took:.1f} s; {text.strip().splitlines()[-1]}"
+        )
         assert PASSWORD not in text and out.returncode != 40, text  # 40: svcrack found a password
         assert "found nothing" in text
         # banned: later packets from the attacker get nothing
@@ -157,6 +185,17 @@ def test_control_svcrack_cracks_when_fail_to_ban_is_off(data_dir: Path, tmp_path
     port = free_udp_port()
     words = wordlist(tmp_path / "words.txt", 10, 3)
     with serve(data_dir, port, env_extra={**MD5_ONLY, "MSS_SECURITY_F2B_ENABLED": "0"}):
-        out = tool("svcrack", "-u", "150", "-d", str(words), "-p", str(port), "--maximumtime", "2",
-                   "127.0.0.1", cwd=tmp_path)
+        out = tool(
+            "svcrack",
+            "-u",
+            "150",
+            "-d",
+            str(words),
+            "-p",
+            str(port),
+            "--maximumtime",
+            "2",
+            "127.0.0.1",
+            cwd=tmp_path,
+        )
     assert out.returncode == 40 and PASSWORD in out.stdout, out

@@ -51,9 +51,19 @@ async def feed(storage: Storage) -> list[tuple[str, str, str]]:
 
 def test_lines_crud(make: Callable[[], Storage]) -> None:
     async def body(s: Storage) -> None:
-        line = LineRecord("prov", "+4930", "sip.example.com:5080", password="pw", auth_with_domain=True,
-                          proxy="10.0.0.1:5070", transport="tcp", new_call_id=None, max_calls=3,
-                          extra={"map": {"100": "200"}}, contact_user="pbx")
+        line = LineRecord(
+            "prov",
+            "+4930",
+            "sip.example.com:5080",
+            password="pw",
+            auth_with_domain=True,
+            proxy="10.0.0.1:5070",
+            transport="tcp",
+            new_call_id=None,
+            max_calls=3,
+            extra={"map": {"100": "200"}},
+            contact_user="pbx",
+        )
         await s.lines.add(line)
         got = await s.lines.get("prov")
         assert got is not None and got.created_at == got.updated_at == T0 + 1
@@ -63,7 +73,9 @@ def test_lines_crud(make: Callable[[], Storage]) -> None:
             await s.lines.add(line)
         got.extra["map"]["100"] = "mutated"  # type: ignore[index]
         assert (await s.lines.get("prov")).extra == {"map": {"100": "200"}}  # type: ignore[union-attr]
-        await s.lines.update(LineRecord("prov", "+4930", "sip.example.com", new_call_id=True, register=False))
+        await s.lines.update(
+            LineRecord("prov", "+4930", "sip.example.com", new_call_id=True, register=False)
+        )
         got = await s.lines.get("prov")
         assert got is not None and got.new_call_id is True and got.register is False
         assert got.created_at == T0 + 1 and got.updated_at > got.created_at
@@ -73,16 +85,30 @@ def test_lines_crud(make: Callable[[], Storage]) -> None:
         assert [line.id for line in await s.lines.list()] == ["a-line", "prov"]
         assert (await s.lines.get("a-line")).new_call_id is False  # type: ignore[union-attr]
         assert await s.lines.delete("prov") is True and await s.lines.delete("prov") is False
-        assert await feed(s) == [("line", "prov", "put"), ("line", "prov", "put"),
-                                 ("line", "a-line", "put"), ("line", "prov", "delete")]
+        assert await feed(s) == [
+            ("line", "prov", "put"),
+            ("line", "prov", "put"),
+            ("line", "a-line", "put"),
+            ("line", "prov", "delete"),
+        ]
 
     using(make, body)
 
 
 def test_trunks_crud_and_by_address(make: Callable[[], Storage]) -> None:
     async def body(s: Storage) -> None:
-        await s.trunks.add(TrunkRecord("b", "192.0.2.1", 5070, max_incoming=0, max_outgoing=None,
-                                       caller_number="0301", uri_params="user=phone", ping=False))
+        await s.trunks.add(
+            TrunkRecord(
+                "b",
+                "192.0.2.1",
+                5070,
+                max_incoming=0,
+                max_outgoing=None,
+                caller_number="0301",
+                uri_params="user=phone",
+                ping=False,
+            )
+        )
         await s.trunks.add(TrunkRecord("a", "192.0.2.1", 5070, enabled=False))
         got = await s.trunks.get("b")
         assert got is not None and got.max_incoming == 0 and got.max_outgoing is None
@@ -128,7 +154,9 @@ def test_routes_crud(make: Callable[[], Storage]) -> None:
         ("routes", RouteRecord("with space", "9", "line:")),
     ],
 )
-def test_invalid_records_rejected_alike(make: Callable[[], Storage], repo: str, record: Any) -> None:
+def test_invalid_records_rejected_alike(
+    make: Callable[[], Storage], repo: str, record: Any
+) -> None:
     async def body(s: Storage) -> None:
         with pytest.raises(ValueError):
             await getattr(s, repo).add(record)

@@ -54,14 +54,16 @@ def msg(id: str, user: str = "1001", started_at: float = T0, **kw: object) -> Vo
 def test_messages_crud_summary_and_feed(make: Callable[[], Storage]) -> None:
     async def body(s: Storage) -> None:
         vm = s.voicemail
-        first = msg("b", caller_display="Bob", call_id="c1@x", duration=5.25,
-                    path="voicemail/1001/b.wav")
+        first = msg(
+            "b", caller_display="Bob", call_id="c1@x", duration=5.25, path="voicemail/1001/b.wav"
+        )
         await vm.add(first, VoicemailMailRecord("b", "a@example.test", next_try=T0))
         await vm.add(msg("a", started_at=T0 + 10))
         await vm.add(msg("c", user="1003"))
         got = await vm.get("b")
-        assert got == VoicemailRecord("b", "1001", "1002", T0, "Bob", "c1@x", 5.25,
-                                      "voicemail/1001/b.wav", False, T0 + 1)
+        assert got == VoicemailRecord(
+            "b", "1001", "1002", T0, "Bob", "c1@x", 5.25, "voicemail/1001/b.wav", False, T0 + 1
+        )
         assert [m.id for m in await vm.for_user("1001")] == ["b", "a"]
         assert await vm.for_user("nobody") == []
         assert await vm.summary() == {"1001": (2, 0), "1003": (1, 0)}
@@ -79,10 +81,14 @@ def test_messages_crud_summary_and_feed(make: Callable[[], Storage]) -> None:
         assert await vm.mail("b") is None
         assert await vm.summary() == {"1001": (1, 0), "1003": (1, 0)}
         assert await feed(s) == [
-            ("voicemail", "1001 b", "put"), ("voicemail_mail", "b", "put"),
-            ("voicemail", "1001 a", "put"), ("voicemail", "1003 c", "put"),
-            ("voicemail", "1001 a", "put"), ("voicemail", "1001 a", "put"),
-            ("voicemail_mail", "b", "delete"), ("voicemail", "1001 b", "delete"),
+            ("voicemail", "1001 b", "put"),
+            ("voicemail_mail", "b", "put"),
+            ("voicemail", "1001 a", "put"),
+            ("voicemail", "1003 c", "put"),
+            ("voicemail", "1001 a", "put"),
+            ("voicemail", "1001 a", "put"),
+            ("voicemail_mail", "b", "delete"),
+            ("voicemail", "1001 b", "delete"),
         ]
 
     using(make, body)
@@ -100,11 +106,21 @@ def test_outbox_due_and_update(make: Callable[[], Storage]) -> None:
         assert [m.message_id for m in await vm.due_mails(T0 + 100, limit=1)] == ["m2"]
         m2 = await vm.mail("m2")
         assert m2 is not None and m2.state == "queued" and m2.attempts == 0
-        failed = VoicemailMailRecord("m2", "y@example.test", attempts=1, next_try=T0 + 50,
-                                     state="failed", last_error="550 no such user")
+        failed = VoicemailMailRecord(
+            "m2",
+            "y@example.test",
+            attempts=1,
+            next_try=T0 + 50,
+            state="failed",
+            last_error="550 no such user",
+        )
         assert await vm.update_mail(failed) is True
         stored = await vm.mail("m2")
-        assert stored is not None and stored.state == "failed" and stored.last_error == "550 no such user"
+        assert (
+            stored is not None
+            and stored.state == "failed"
+            and stored.last_error == "550 no such user"
+        )
         assert stored.updated_at > m2.updated_at
         assert [m.message_id for m in await vm.due_mails(T0 + 100)] == ["m1"]
         assert [m.message_id for m in await vm.mails("failed")] == ["m2"]
@@ -124,11 +140,18 @@ def test_outbox_due_and_update(make: Callable[[], Storage]) -> None:
         (VoicemailRecord("x", "1001", "1002", T0, duration=-1.0), None, "duration"),
         (VoicemailRecord("x", "1001", "1002", T0), VoicemailMailRecord("y", "a@b"), "message_id"),
         (VoicemailRecord("x", "1001", "1002", T0), VoicemailMailRecord("x", ""), "to"),
-        (VoicemailRecord("x", "1001", "1002", T0), VoicemailMailRecord("x", "a@b", attempts=-1), "attempts"),
+        (
+            VoicemailRecord("x", "1001", "1002", T0),
+            VoicemailMailRecord("x", "a@b", attempts=-1),
+            "attempts",
+        ),
     ],
 )
 def test_invalid_records_rejected_alike(
-    make: Callable[[], Storage], record: VoicemailRecord, mail: VoicemailMailRecord | None, match: str
+    make: Callable[[], Storage],
+    record: VoicemailRecord,
+    mail: VoicemailMailRecord | None,
+    match: str,
 ) -> None:
     async def body(s: Storage) -> None:
         with pytest.raises(ValueError, match=match):
@@ -156,7 +179,9 @@ def test_sqlite_outbox_survives_reopen_and_cascades(tmp_path: Path) -> None:
     try:
         conn.execute("PRAGMA foreign_keys = ON")
         with pytest.raises(sqlite3.IntegrityError):
-            conn.execute("INSERT INTO voicemail_outbox (message_id, recipient) VALUES ('nope', 'a@b')")
+            conn.execute(
+                "INSERT INTO voicemail_outbox (message_id, recipient) VALUES ('nope', 'a@b')"
+            )
         with pytest.raises(sqlite3.IntegrityError):
             conn.execute("UPDATE voicemail_outbox SET state = 'lost'")
         conn.execute("DELETE FROM voicemail WHERE id = 'm1'")

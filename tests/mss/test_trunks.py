@@ -76,8 +76,10 @@ def test_trunk_for_source() -> None:
 
 def test_call_limits_unset_zero_and_cap() -> None:
     async def main() -> None:
-        svc = await service(TrunkRecord("t", "192.0.2.1", max_incoming=2, max_outgoing=0),
-                            TrunkRecord("free", "192.0.2.2"))
+        svc = await service(
+            TrunkRecord("t", "192.0.2.1", max_incoming=2, max_outgoing=0),
+            TrunkRecord("free", "192.0.2.2"),
+        )
         assert svc.admit("t", "in", "a") is None and svc.admit("t", "in", "b") is None
         third = svc.admit("t", "in", "c")
         assert isinstance(third, PolicyRejection) and third.sip_status == 503
@@ -133,8 +135,11 @@ def test_randomized_counts_return_to_zero() -> None:
 
 def test_ping_results_drive_the_state() -> None:
     async def main() -> None:
-        svc = await service(TrunkRecord("t", "192.0.2.1"), TrunkRecord("quiet", "192.0.2.2", ping=False),
-                            ping_failures=2)
+        svc = await service(
+            TrunkRecord("t", "192.0.2.1"),
+            TrunkRecord("quiet", "192.0.2.2", ping=False),
+            ping_failures=2,
+        )
         assert svc.status("t").state == TrunkState.UNKNOWN  # type: ignore[union-attr]
         assert svc.status("quiet").state == TrunkState.DISABLED  # type: ignore[union-attr]
         svc.ping_result("t", ok=True, status=200, reason="200 OK", rtt=0.01)
@@ -145,7 +150,9 @@ def test_ping_results_drive_the_state() -> None:
         assert svc.status("t").state == TrunkState.DOWN and not svc.is_up("t")  # type: ignore[union-attr]
         svc.ping_result("t", ok=True, status=404, reason="404 Not Found", rtt=0.02)  # alive
         st = svc.status("t")
-        assert st is not None and st.state == TrunkState.UP and st.failures == 0 and st.status == 404
+        assert (
+            st is not None and st.state == TrunkState.UP and st.failures == 0 and st.status == 404
+        )
         await svc.stop()
         published = json.loads(await svc.storage.kv.get("trunk.status.t") or "{}")
         assert published["state"] == "up"
@@ -156,8 +163,12 @@ def test_ping_results_drive_the_state() -> None:
 def test_check_trunk() -> None:
     check_trunk(TrunkRecord("t", "192.0.2.1", uri_params="user=phone;x=1"))
     check_trunk(TrunkRecord("t", "2001:db8::1"))
-    for bad in (TrunkRecord("t", "a b"), TrunkRecord("t", "1:2"), TrunkRecord("t", "h", uri_params="a b"),
-                TrunkRecord("t", "h", caller_number="<x>")):
+    for bad in (
+        TrunkRecord("t", "a b"),
+        TrunkRecord("t", "1:2"),
+        TrunkRecord("t", "h", uri_params="a b"),
+        TrunkRecord("t", "h", caller_number="<x>"),
+    ):
         with pytest.raises(ValueError):
             check_trunk(bad)
 
@@ -197,7 +208,9 @@ def test_options_ping_up_and_down_with_sipp(tmp_path: Path) -> None:
             with start_sipp_uas(scenario="options_uas.xml", port=port, timeout=60):
                 await wait_trunk(server, "sipp", TrunkState.UP, timeout=5)
                 # pings off: no state
-                await server.storage.trunks.update(TrunkRecord("sipp", "127.0.0.1", port, ping=False))
+                await server.storage.trunks.update(
+                    TrunkRecord("sipp", "127.0.0.1", port, ping=False)
+                )
                 await wait_trunk(server, "sipp", TrunkState.DISABLED, timeout=5)
 
     asyncio.run(asyncio.wait_for(main(), 90))
@@ -213,14 +226,31 @@ def test_trunk_cli_with_a_running_server(tmp_path: Path) -> None:
     async def main() -> None:
         async with running(tmp_path, **FAST) as server:
             with start_sipp_uas(scenario="options_uas.xml", timeout=60) as uas:
-                await cli("trunk", "add", "carrier", "--host", f"127.0.0.1:{uas.port}", "--max-in", "2",
-                          "--max-out", "0", "--caller-number", "0301234", "--uri-params", ";user=phone",
-                          "--description", "the carrier")
+                await cli(
+                    "trunk",
+                    "add",
+                    "carrier",
+                    "--host",
+                    f"127.0.0.1:{uas.port}",
+                    "--max-in",
+                    "2",
+                    "--max-out",
+                    "0",
+                    "--caller-number",
+                    "0301234",
+                    "--uri-params",
+                    ";user=phone",
+                    "--description",
+                    "the carrier",
+                )
                 await wait_trunk(server, "carrier", TrunkState.UP)
                 rows = json.loads((await cli("trunk", "list", "--json")).stdout)
                 assert rows[0]["state"] == "up" and rows[0]["max_incoming"] == 2
                 assert rows[0]["max_outgoing"] == 0 and rows[0]["uri_params"] == "user=phone"
-                assert rows[0]["caller_number"] == "0301234" and rows[0]["description"] == "the carrier"
+                assert (
+                    rows[0]["caller_number"] == "0301234"
+                    and rows[0]["description"] == "the carrier"
+                )
                 text = (await cli("trunk", "list")).stdout
                 assert "off" in text and "up" in text
                 await cli("trunk", "set", "carrier", "--max-in", "-1", "--disable")

@@ -18,8 +18,19 @@ GRANTS = {
 
 PROBES = [
     (host, port, user)
-    for host in ("192.0.2.10", "192.0.2.11", "10.1.2.3", "10.9.9.9", "2001:db8::1", "2001:db8:1::7",
-                 "2001:0db8:0000::1", "::ffff:192.0.2.10", "fe80::1%eth0", "not-an-ip", "")
+    for host in (
+        "192.0.2.10",
+        "192.0.2.11",
+        "10.1.2.3",
+        "10.9.9.9",
+        "2001:db8::1",
+        "2001:db8:1::7",
+        "2001:0db8:0000::1",
+        "::ffff:192.0.2.10",
+        "fe80::1%eth0",
+        "not-an-ip",
+        "",
+    )
     for port in (5060, 5062, 5070)
     for user in ("1001", "1002", "1003", "1004", "1005", "9999", None)
 ]
@@ -36,7 +47,11 @@ def scan(directory: UserDirectory, host: str, port: int, from_user: str | None) 
     for user in directory.all():
         for text in user.allow_ips:
             net, grant_port = parse_allow_ip(text)
-            if user.number == from_user and addr in net and (grant_port is None or grant_port == port):
+            if (
+                user.number == from_user
+                and addr in net
+                and (grant_port is None or grant_port == port)
+            ):
                 return user.number
     return None
 
@@ -52,7 +67,11 @@ def test_ip_user_index_matches_a_scan_and_follows_changes() -> None:
         def check() -> None:
             for host, port, user in PROBES:
                 found = directory.ip_user(host, port, user)
-                assert (found.number if found else None) == scan(directory, host, port, user), (host, port, user)
+                assert (found.number if found else None) == scan(directory, host, port, user), (
+                    host,
+                    port,
+                    user,
+                )
 
         check()
         assert [g.text for g in directory.grants_for("1003")] == ["10.1.2.0/24", "10.0.0.0/8:5060"]

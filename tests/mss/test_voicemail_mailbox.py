@@ -54,7 +54,9 @@ T0 = 1_700_000_000.0
 # --------------------------------------------------------------------------------------------
 
 
-def tone(seconds: float, freq: float = 440.0, rate: int = 8000, channels: int = 1, width: int = 2) -> bytes:
+def tone(
+    seconds: float, freq: float = 440.0, rate: int = 8000, channels: int = 1, width: int = 2
+) -> bytes:
     """A WAV file holding a sine tone."""
     n = int(seconds * rate)
     frames = bytearray()
@@ -80,8 +82,16 @@ def pcm(seconds: float) -> bytes:
 
 
 def deposit_for(user: str, seconds: float = 0.5, caller: str = "1002") -> VoicemailDeposit:
-    return VoicemailDeposit(user=user, caller=caller, caller_display="Bob Caller", call_id="cid@x",
-                            started_at=time.time(), duration=seconds, pcm=pcm(seconds), ended_by="bye")
+    return VoicemailDeposit(
+        user=user,
+        caller=caller,
+        caller_display="Bob Caller",
+        call_id="cid@x",
+        started_at=time.time(),
+        duration=seconds,
+        pcm=pcm(seconds),
+        ended_by="bye",
+    )
 
 
 class SmtpHandler:
@@ -91,7 +101,9 @@ class SmtpHandler:
         self.messages: list[bytes] = []
         self.rcpt_reply: str | None = None
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
         if self.rcpt_reply is not None:
             return self.rcpt_reply
         envelope.rcpt_tos.append(address)
@@ -104,7 +116,9 @@ class SmtpHandler:
 
 async def smtp_server(handler: SmtpHandler, port: int = 0) -> asyncio.Server:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: SmtpProtocol(handler, hostname="smtp.test"), "127.0.0.1", port)
+    return await loop.create_server(
+        lambda: SmtpProtocol(handler, hostname="smtp.test"), "127.0.0.1", port
+    )
 
 
 def free_tcp_port() -> int:
@@ -113,7 +127,9 @@ def free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def until(predicate: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10.0) -> None:
+async def until(
+    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10.0
+) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         result = predicate()
@@ -129,8 +145,9 @@ def parse_mail(raw: bytes) -> Any:
     return email.message_from_bytes(raw, policy=email.policy.default)
 
 
-async def with_directory(body: Callable[[Storage, UserDirectory], Awaitable[None]],
-                         storage: Storage | None = None) -> None:
+async def with_directory(
+    body: Callable[[Storage, UserDirectory], Awaitable[None]], storage: Storage | None = None
+) -> None:
     storage = storage or MemoryStorage()
     async with storage:
         users = UserDirectory(storage, realm="mss")
@@ -163,12 +180,21 @@ def test_settings_validation_names_the_field() -> None:
             check_changes(**given)
         assert info.value.field == field, given
         assert str(info.value).startswith(f"{field}: ")
-    ok = check_changes(enabled=True, email=" a@example.test ", divert="busy, offline", max_seconds=60, pin="1234")
-    assert ok == {"enabled": True, "email": "a@example.test", "divert": frozenset({"busy", "offline"}),
-                  "max_seconds": 60, "pin": "1234"}
+    ok = check_changes(
+        enabled=True, email=" a@example.test ", divert="busy, offline", max_seconds=60, pin="1234"
+    )
+    assert ok == {
+        "enabled": True,
+        "email": "a@example.test",
+        "divert": frozenset({"busy", "offline"}),
+        "max_seconds": 60,
+        "pin": "1234",
+    }
 
 
-@pytest.mark.parametrize(("rate", "channels", "width"), [(8000, 1, 2), (16000, 2, 2), (44100, 1, 2), (8000, 1, 1)])
+@pytest.mark.parametrize(
+    ("rate", "channels", "width"), [(8000, 1, 2), (16000, 2, 2), (44100, 1, 2), (8000, 1, 1)]
+)
 def test_greeting_is_converted_to_8khz_16bit_mono(rate: int, channels: int, width: int) -> None:
     src = tone(1.0, rate=rate, channels=channels, width=width)
     out = load_greeting(src)
@@ -189,12 +215,26 @@ def test_settings_stored_in_user_extra_and_read_from_memory(tmp_path: Path) -> N
         assert service.settings_for("nobody") is None
         assert service.greeting_path("1001") == default_greeting()
         assert default_greeting().name == "voicemail_greeting.wav"
-        new = await update_settings(users, "1001", data_dir=tmp_path, enabled=True, email="a@example.test",
-                                    divert="no-answer,busy", greeting=tone(0.5, rate=16000), max_seconds=30,
-                                    pin="4321")
+        new = await update_settings(
+            users,
+            "1001",
+            data_dir=tmp_path,
+            enabled=True,
+            email="a@example.test",
+            divert="no-answer,busy",
+            greeting=tone(0.5, rate=16000),
+            max_seconds=30,
+            pin="4321",
+        )
         stored = (await storage.users.get("1001")).extra["voicemail"]  # type: ignore[union-attr]
-        assert stored == {"enabled": True, "email": "a@example.test", "divert": ["no-answer", "busy"],
-                          "greeting": "voicemail/1001/greeting.wav", "max_seconds": 30, "pin": "4321"}
+        assert stored == {
+            "enabled": True,
+            "email": "a@example.test",
+            "divert": ["no-answer", "busy"],
+            "greeting": "voicemail/1001/greeting.wav",
+            "max_seconds": 30,
+            "pin": "4321",
+        }
         assert parse_settings({"voicemail": stored}) == new
         got = service.settings_for("1001")
         assert got is not None and got.diverts("busy") and not got.diverts("offline")
@@ -223,15 +263,43 @@ def test_cli_user_set_voicemail_options(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli.main(["user", "add", "1001", "--password", "secret1", *data]) == 0
     greeting = tmp_path / "hello.wav"
     greeting.write_bytes(tone(0.5, rate=22050, channels=2))
-    assert cli.main(["user", "set", "1001", "--voicemail", "on", "--email", "bob@example.test",
-                     "--vm-divert", "busy,offline", "--vm-greeting", str(greeting), "--vm-max-length", "90",
-                     "--vm-pin", "2468", *data]) == 0
+    assert (
+        cli.main(
+            [
+                "user",
+                "set",
+                "1001",
+                "--voicemail",
+                "on",
+                "--email",
+                "bob@example.test",
+                "--vm-divert",
+                "busy,offline",
+                "--vm-greeting",
+                str(greeting),
+                "--vm-max-length",
+                "90",
+                "--vm-pin",
+                "2468",
+                *data,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["voicemail", "list", "1001", "--json", *data]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out == {"settings": {"enabled": True, "email": "bob@example.test", "divert": ["busy", "offline"],
-                                "greeting": "voicemail/1001/greeting.wav", "max_seconds": 90, "pin": "2468"},
-                   "messages": []}
+    assert out == {
+        "settings": {
+            "enabled": True,
+            "email": "bob@example.test",
+            "divert": ["busy", "offline"],
+            "greeting": "voicemail/1001/greeting.wav",
+            "max_seconds": 90,
+            "pin": "2468",
+        },
+        "messages": [],
+    }
     assert cli.main(["user", "list", "--json", *data]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["voicemail"] == {**out["settings"], "pin": True}  # the PIN itself is not shown
@@ -264,9 +332,12 @@ def test_deposit_stores_wav_and_emails_it(tmp_path: Path) -> None:
         server = await smtp_server(handler)
         port = server.sockets[0].getsockname()[1]
         await users.add("1001", "secret1")
-        await update_settings(users, "1001", data_dir=tmp_path, enabled=True, email="alice@example.test")
-        smtp = SmtpConfig(host="127.0.0.1", port=port, security="none", from_address="pbx@example.test",
-                          timeout=5)
+        await update_settings(
+            users, "1001", data_dir=tmp_path, enabled=True, email="alice@example.test"
+        )
+        smtp = SmtpConfig(
+            host="127.0.0.1", port=port, security="none", from_address="pbx@example.test", timeout=5
+        )
         service = VoicemailService(storage, users, data_dir=tmp_path, smtp=smtp)
         seen: list[tuple[str, int, int]] = []
         service.listeners.append(lambda user, new, old: seen.append((user, new, old)))
@@ -288,7 +359,11 @@ def test_deposit_stores_wav_and_emails_it(tmp_path: Path) -> None:
             assert mail["To"] == "alice@example.test" and mail["From"] == "pbx@example.test"
             assert "Bob Caller" in mail["Subject"] and "1002" in mail["Subject"]
             text = mail.get_body(("plain",)).get_content()
-            assert "Caller:   Bob Caller <1002>" in text and "Duration: 0.5 s" in text and "Time:" in text
+            assert (
+                "Caller:   Bob Caller <1002>" in text
+                and "Duration: 0.5 s" in text
+                and "Time:" in text
+            )
             attachment = next(mail.iter_attachments())
             assert attachment.get_content_type() == "audio/wav"
             assert attachment.get_content() == wav_path.read_bytes()
@@ -328,30 +403,57 @@ def test_email_over_starttls_and_implicit_tls(tmp_path: Path, security: str) -> 
         loop = asyncio.get_running_loop()
         if security == "starttls":
             server = await loop.create_server(
-                lambda: SmtpProtocol(handler, hostname="smtp.test", tls_context=server_ctx, require_starttls=True),
-                "127.0.0.1", 0)
+                lambda: SmtpProtocol(
+                    handler, hostname="smtp.test", tls_context=server_ctx, require_starttls=True
+                ),
+                "127.0.0.1",
+                0,
+            )
         else:
-            server = await loop.create_server(lambda: SmtpProtocol(handler, hostname="smtp.test"),
-                                              "127.0.0.1", 0, ssl=server_ctx)
+            server = await loop.create_server(
+                lambda: SmtpProtocol(handler, hostname="smtp.test"), "127.0.0.1", 0, ssl=server_ctx
+            )
         port = server.sockets[0].getsockname()[1]
         await users.add("1001", "secret1")
-        await update_settings(users, "1001", data_dir=tmp_path, enabled=True, email="a@example.test")
-        untrusted = VoicemailService(storage, users, data_dir=tmp_path, smtp=SmtpConfig(
-            host="127.0.0.1", port=port, security=security, timeout=5))  # type: ignore[arg-type]
+        await update_settings(
+            users, "1001", data_dir=tmp_path, enabled=True, email="a@example.test"
+        )
+        untrusted = VoicemailService(
+            storage,
+            users,
+            data_dir=tmp_path,
+            smtp=SmtpConfig(host="127.0.0.1", port=port, security=security, timeout=5),
+        )  # type: ignore[arg-type]
         try:
             msg_id = await untrusted.deposit(deposit_for("1001"))
             assert await untrusted.send_due() == 0
             mail = await storage.voicemail.mail(msg_id)
-            assert mail is not None and mail.state == "queued" and "CERTIFICATE_VERIFY_FAILED" in mail.last_error
+            assert (
+                mail is not None
+                and mail.state == "queued"
+                and "CERTIFICATE_VERIFY_FAILED" in mail.last_error
+            )
             assert handler.messages == []
-            trusted = VoicemailService(storage, users, data_dir=tmp_path, smtp=SmtpConfig(
-                host="127.0.0.1", port=port, security=security, timeout=5,  # type: ignore[arg-type]
-                ca_file=str(ca_file)))
+            trusted = VoicemailService(
+                storage,
+                users,
+                data_dir=tmp_path,
+                smtp=SmtpConfig(
+                    host="127.0.0.1",
+                    port=port,
+                    security=security,
+                    timeout=5,  # type: ignore[arg-type]
+                    ca_file=str(ca_file),
+                ),
+            )
             await storage.voicemail.update_mail(replace(mail, next_try=0.0))
             assert await trusted.send_due() == 1
             assert len(handler.messages) == 1
             attachment = next(parse_mail(handler.messages[0]).iter_attachments())
-            assert attachment.get_content() == (tmp_path / "voicemail" / "1001" / f"{msg_id}.wav").read_bytes()
+            assert (
+                attachment.get_content()
+                == (tmp_path / "voicemail" / "1001" / f"{msg_id}.wav").read_bytes()
+            )
         finally:
             server.close()
             await server.wait_closed()
@@ -359,16 +461,24 @@ def test_email_over_starttls_and_implicit_tls(tmp_path: Path, security: str) -> 
     asyncio.run(with_directory(body))
 
 
-def test_permanent_smtp_failure_is_recorded_and_visible(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_permanent_smtp_failure_is_recorded_and_visible(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async def body(storage: Storage, users: UserDirectory) -> str:
         handler = SmtpHandler()
         handler.rcpt_reply = "550 5.1.1 No such user here"
         server = await smtp_server(handler)
         port = server.sockets[0].getsockname()[1]
         await users.add("1001", "secret1")
-        await update_settings(users, "1001", data_dir=tmp_path, enabled=True, email="gone@example.test")
-        service = VoicemailService(storage, users, data_dir=tmp_path,
-                                   smtp=SmtpConfig(host="127.0.0.1", port=port, security="none", timeout=5))
+        await update_settings(
+            users, "1001", data_dir=tmp_path, enabled=True, email="gone@example.test"
+        )
+        service = VoicemailService(
+            storage,
+            users,
+            data_dir=tmp_path,
+            smtp=SmtpConfig(host="127.0.0.1", port=port, security="none", timeout=5),
+        )
         service.start()
         try:
             msg_id = await service.deposit(deposit_for("1001"))
@@ -414,9 +524,15 @@ def test_failure_visible_in_cli_list(tmp_path: Path, capsys: pytest.CaptureFixtu
         server = await smtp_server(handler)
         port = server.sockets[0].getsockname()[1]
         await users.add("1001", "secret1")
-        await update_settings(users, "1001", data_dir=tmp_path, enabled=True, email="gone@example.test")
-        service = VoicemailService(storage, users, data_dir=tmp_path,
-                                   smtp=SmtpConfig(host="127.0.0.1", port=port, security="none", timeout=5))
+        await update_settings(
+            users, "1001", data_dir=tmp_path, enabled=True, email="gone@example.test"
+        )
+        service = VoicemailService(
+            storage,
+            users,
+            data_dir=tmp_path,
+            smtp=SmtpConfig(host="127.0.0.1", port=port, security="none", timeout=5),
+        )
         try:
             msg_id = await service.deposit(deposit_for("1001"))
             assert await service.send_due() == 0
@@ -435,9 +551,17 @@ def test_unreachable_smtp_pauses_the_queue_instead_of_trying_every_message(tmp_p
     async def body(storage: Storage, users: UserDirectory) -> None:
         port = free_tcp_port()  # nothing listens there yet
         await users.add("1001", "secret1")
-        await update_settings(users, "1001", data_dir=tmp_path, enabled=True, email="a@example.test")
-        service = VoicemailService(storage, users, data_dir=tmp_path, smtp=SmtpConfig(
-            host="127.0.0.1", port=port, security="none", timeout=3, retry_min=30, retry_max=60))
+        await update_settings(
+            users, "1001", data_dir=tmp_path, enabled=True, email="a@example.test"
+        )
+        service = VoicemailService(
+            storage,
+            users,
+            data_dir=tmp_path,
+            smtp=SmtpConfig(
+                host="127.0.0.1", port=port, security="none", timeout=3, retry_min=30, retry_max=60
+            ),
+        )
         first = await service.deposit(deposit_for("1001"))
         second = await service.deposit(deposit_for("1001"))
         assert await service.send_due() == 0
@@ -469,14 +593,22 @@ def test_smtp_outage_and_server_restart_lose_nothing(tmp_path: Path) -> None:
     """SMTP down: the message waits (retried with backoff); mss restarts; SMTP comes up: the
     e-mail arrives with the same WAV."""
     port = free_tcp_port()
-    overrides = {"smtp.host": "127.0.0.1", "smtp.port": port, "smtp.security": "none",
-                 "smtp.retry_min": 0.2, "smtp.retry_max": 0.4, "smtp.timeout": 3}
+    overrides = {
+        "smtp.host": "127.0.0.1",
+        "smtp.port": port,
+        "smtp.security": "none",
+        "smtp.retry_min": 0.2,
+        "smtp.retry_max": 0.4,
+        "smtp.timeout": 3,
+    }
 
     async def main() -> None:
         async with running(tmp_path, **overrides) as server:
             assert server.users is not None and server.voicemail is not None
             await server.users.add("1001", "secret1")
-            await update_settings(server.users, "1001", data_dir=tmp_path, enabled=True, email="a@example.test")
+            await update_settings(
+                server.users, "1001", data_dir=tmp_path, enabled=True, email="a@example.test"
+            )
             msg_id = await server.voicemail.deposit(deposit_for("1001", 1.0))
 
             async def retried() -> bool:
@@ -493,7 +625,10 @@ def test_smtp_outage_and_server_restart_lose_nothing(tmp_path: Path) -> None:
             async with running(tmp_path, **overrides) as server:
                 await until(lambda: len(handler.messages) == 1)
                 attachment = next(parse_mail(handler.messages[0]).iter_attachments())
-                assert attachment.get_content() == (tmp_path / "voicemail" / "1001" / f"{msg_id}.wav").read_bytes()
+                assert (
+                    attachment.get_content()
+                    == (tmp_path / "voicemail" / "1001" / f"{msg_id}.wav").read_bytes()
+                )
 
                 async def sent() -> bool:
                     m = await server.storage.voicemail.mail(msg_id)  # type: ignore[union-attr]
@@ -526,27 +661,55 @@ class MwiPhone:
         self.to_tag = ""
 
     def _headers(self, event: str, expires: int) -> list[tuple[str, str]]:
-        return [("Event", event), ("Expires", str(expires)), ("Accept", "application/simple-message-summary")]
+        return [
+            ("Event", event),
+            ("Expires", str(expires)),
+            ("Accept", "application/simple-message-summary"),
+        ]
 
-    async def subscribe(self, expires: int = 600, event: str = "message-summary", account: str | None = None) -> Response:
+    async def subscribe(
+        self, expires: int = 600, event: str = "message-summary", account: str | None = None
+    ) -> Response:
         ruri = f"sip:{account}@example.test" if account else self.ruri
-        first = await self.uac.send(self.uac.request("SUBSCRIBE", account or self.user, uri=ruri,
-                                                     contact=self.contact, headers=self._headers(event, expires),
-                                                     from_user=self.user))
+        first = await self.uac.send(
+            self.uac.request(
+                "SUBSCRIBE",
+                account or self.user,
+                uri=ruri,
+                contact=self.contact,
+                headers=self._headers(event, expires),
+                from_user=self.user,
+            )
+        )
         if first.status != 401:
             return first
-        resp = await self.uac.answer(first, "SUBSCRIBE", account or self.user, self.password, uri=ruri,
-                                     contact=self.contact, headers=self._headers(event, expires),
-                                     from_user=self.user, username=self.user)
+        resp = await self.uac.answer(
+            first,
+            "SUBSCRIBE",
+            account or self.user,
+            self.password,
+            uri=ruri,
+            contact=self.contact,
+            headers=self._headers(event, expires),
+            from_user=self.user,
+            username=self.user,
+        )
         if resp.status == 200:
             assert resp.to is not None and resp.to.tag
             self.to_tag = resp.to.tag
         return resp
 
     async def unsubscribe(self) -> Response:
-        data = self.uac.request("SUBSCRIBE", self.user, uri=self.ruri, contact=self.contact,
-                                headers=self._headers("message-summary", 0))
-        data = data.replace(f"To: <{self.ruri}>".encode(), f"To: <{self.ruri}>;tag={self.to_tag}".encode())
+        data = self.uac.request(
+            "SUBSCRIBE",
+            self.user,
+            uri=self.ruri,
+            contact=self.contact,
+            headers=self._headers("message-summary", 0),
+        )
+        data = data.replace(
+            f"To: <{self.ruri}>".encode(), f"To: <{self.ruri}>;tag={self.to_tag}".encode()
+        )
         return await self.uac.send(data)
 
     async def notify(self, timeout: float = 5.0) -> tuple[Request, dict[str, str]]:
@@ -565,7 +728,9 @@ class MwiPhone:
 def test_mwi_subscribe_notify_on_deposit_read_delete_and_unsubscribe(tmp_path: Path) -> None:
     async def main() -> None:
         async with running(tmp_path) as server:
-            assert server.users is not None and server.voicemail is not None and server.mwi is not None
+            assert (
+                server.users is not None and server.voicemail is not None and server.mwi is not None
+            )
             await server.users.add("1001", "secret1")
             await server.users.add("1002", "secret2")
             await update_settings(server.users, "1001", data_dir=tmp_path, enabled=True)
@@ -582,9 +747,14 @@ def test_mwi_subscribe_notify_on_deposit_read_delete_and_unsubscribe(tmp_path: P
                 assert notify.get("Event") == "message-summary"
                 assert notify.get("Content-Type") == "application/simple-message-summary"
                 state = notify.get("Subscription-State") or ""
-                assert state.startswith("active;expires=") and 590 <= int(state.split("=")[1]) <= 600
-                assert body == {"Messages-Waiting": "no", "Message-Account": "sip:1001@example.test",
-                                "Voice-Message": "0/0 (0/0)"}
+                assert (
+                    state.startswith("active;expires=") and 590 <= int(state.split("=")[1]) <= 600
+                )
+                assert body == {
+                    "Messages-Waiting": "no",
+                    "Message-Account": "sip:1001@example.test",
+                    "Voice-Message": "0/0 (0/0)",
+                }
                 assert notify.call_id == phone.uac.call_id and notify.from_ is not None
                 assert notify.from_.tag == phone.to_tag
 
@@ -593,7 +763,9 @@ def test_mwi_subscribe_notify_on_deposit_read_delete_and_unsubscribe(tmp_path: P
                 assert body["Messages-Waiting"] == "yes" and body["Voice-Message"] == "1/0 (0/0)"
 
                 # marked read by the CLI in another process: through the change feed
-                out = await asyncio.to_thread(mss_cli, "voicemail", "mark-read", "1001", msg_id, data_dir=tmp_path)
+                out = await asyncio.to_thread(
+                    mss_cli, "voicemail", "mark-read", "1001", msg_id, data_dir=tmp_path
+                )
                 assert "marked read" in out.stdout
                 _, body = await phone.notify()
                 assert body["Messages-Waiting"] == "no" and body["Voice-Message"] == "0/1 (0/0)"
@@ -630,7 +802,11 @@ def test_call_into_voicemail_is_emailed_and_lights_the_lamp(tmp_path: Path) -> N
         fields = {"1002": {"extra": {"voicemail": {"enabled": True, "email": "bob@example.test"}}}}
         overrides = {"smtp.host": "127.0.0.1", "smtp.port": port, "smtp.security": "none"}
         try:
-            async with pbx(tmp_path, user_fields=fields, real_box=True, **overrides) as (srv, phones, _):
+            async with pbx(tmp_path, user_fields=fields, real_box=True, **overrides) as (
+                srv,
+                phones,
+                _,
+            ):
                 lamp = MwiPhone(await Uac.open(srv.port("udp")), "1002", "pw-1002")
                 peer = await RtpPeer.open()
                 try:
@@ -645,7 +821,9 @@ def test_call_into_voicemail_is_emailed_and_lights_the_lamp(tmp_path: Path) -> N
                     caller.send(dialog.in_dialog("BYE"))
                     await caller.response(200)
                     _, body = await lamp.notify(timeout=10)
-                    assert body["Messages-Waiting"] == "yes" and body["Voice-Message"] == "1/0 (0/0)"
+                    assert (
+                        body["Messages-Waiting"] == "yes" and body["Voice-Message"] == "1/0 (0/0)"
+                    )
                     await until(lambda: len(handler.messages) == 1)
                 finally:
                     peer.close()
@@ -671,12 +849,23 @@ def test_mwi_with_sipp_as_the_subscriber(tmp_path: Path) -> None:
     async def main() -> None:
         # sipp 3.6 answers only the first challenge and only with MD5
         async with running(tmp_path, **{"auth.algorithms": "MD5"}) as server:
-            assert server.users is not None and server.voicemail is not None and server.mwi is not None
+            assert (
+                server.users is not None and server.voicemail is not None and server.mwi is not None
+            )
             await server.users.add("1001", "secret1")
             port = server.port("udp")
-            sipp = asyncio.ensure_future(asyncio.to_thread(
-                run_sipp, f"127.0.0.1:{port}", scenario="mwi_uac_subscribe.xml", calls=1,
-                inf_file=inf, timeout=20, workdir=tmp_path, trace_msg=True))
+            sipp = asyncio.ensure_future(
+                asyncio.to_thread(
+                    run_sipp,
+                    f"127.0.0.1:{port}",
+                    scenario="mwi_uac_subscribe.xml",
+                    calls=1,
+                    inf_file=inf,
+                    timeout=20,
+                    workdir=tmp_path,
+                    trace_msg=True,
+                )
+            )
             mwi = server.mwi
             await until(lambda: bool(mwi.subscriptions("1001")) or sipp.done(), timeout=15)
             assert not sipp.done(), (await sipp).describe()
@@ -715,7 +904,9 @@ def test_voicemail_cli_management(tmp_path: Path, capsys: pytest.CaptureFixture[
     async def body(storage: Storage, users: UserDirectory) -> list[str]:
         await users.add("1001", "secret1")
         service = VoicemailService(storage, users, data_dir=tmp_path)
-        return [await service.deposit(deposit_for("1001", 0.25, caller=c)) for c in ("1002", "1003")]
+        return [
+            await service.deposit(deposit_for("1001", 0.25, caller=c)) for c in ("1002", "1003")
+        ]
 
     holder: list[str] = []
 
@@ -739,7 +930,10 @@ def test_voicemail_cli_management(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert [(r["id"], r["read"]) for r in rows] == [(ids[0], True)]
     assert not (tmp_path / "voicemail" / "1001" / f"{ids[1]}.wav").exists()
     for args, expected in [
-        (["voicemail", "delete", "1001", ids[1]], f"id: no voicemail message {ids[1]} for user 1001"),
+        (
+            ["voicemail", "delete", "1001", ids[1]],
+            f"id: no voicemail message {ids[1]} for user 1001",
+        ),
         (["voicemail", "mark-read", "1002", ids[0]], "user: no user 1002"),
         (["voicemail", "play-path", "1001", "nope"], "id: no voicemail message nope"),
     ]:
@@ -771,13 +965,19 @@ def test_voicemail_api(tmp_path: Path) -> None:
         assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
         assert audio.content == (tmp_path / "voicemail" / "1001" / f"{msg_id}.wav").read_bytes()
 
-        assert srv.patch(f"/voicemail/1001/{msg_id}", {"read": True}, token=read_token).status_code == 403
+        assert (
+            srv.patch(f"/voicemail/1001/{msg_id}", {"read": True}, token=read_token).status_code
+            == 403
+        )
         r = srv.patch(f"/voicemail/1001/{msg_id}", {"read": True})
         assert r.status_code == 200 and r.json()["read"] is True
         assert server.voicemail.counts("1001") == (0, 1)
 
         missing = srv.get("/voicemail/1001/abcdef")
-        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        assert (
+            missing.status_code == 404
+            and missing.headers["content-type"] == "application/problem+json"
+        )
         assert missing.json()["field"] == "id"
         nobody = srv.get("/voicemail/4444")
         assert nobody.status_code == 404 and nobody.json()["field"] == "number"
@@ -786,11 +986,19 @@ def test_voicemail_api(tmp_path: Path) -> None:
         assert bad.status_code == 422 and bad.json()["field"] == "email"
         bad = srv.patch("/voicemail/1001/settings", {"divert": ["sometimes"]})
         assert bad.status_code == 422 and bad.json()["field"] == "vm_divert"
-        ok = srv.patch("/voicemail/1001/settings", {"enabled": True, "email": "a@example.test",
-                                                     "divert": ["busy"], "pin": "1234"})
+        ok = srv.patch(
+            "/voicemail/1001/settings",
+            {"enabled": True, "email": "a@example.test", "divert": ["busy"], "pin": "1234"},
+        )
         assert ok.status_code == 200
-        assert ok.json() == {"enabled": True, "email": "a@example.test", "divert": ["busy"],
-                             "custom_greeting": False, "max_seconds": 120, "pin_set": True}
+        assert ok.json() == {
+            "enabled": True,
+            "email": "a@example.test",
+            "divert": ["busy"],
+            "custom_greeting": False,
+            "max_seconds": 120,
+            "pin_set": True,
+        }
         assert server.voicemail.settings_for("1001").diverts("busy")
 
         url = srv.base + "/voicemail/1001/greeting"
@@ -799,7 +1007,10 @@ def test_voicemail_api(tmp_path: Path) -> None:
         assert bad.status_code == 422 and bad.json()["field"] == "vm_greeting"
         ok = requests.put(url, data=tone(0.5, rate=16000), headers=headers, timeout=10)
         assert ok.status_code == 200 and ok.json()["custom_greeting"] is True
-        assert server.voicemail.greeting_path("1001") == tmp_path / "voicemail" / "1001" / "greeting.wav"
+        assert (
+            server.voicemail.greeting_path("1001")
+            == tmp_path / "voicemail" / "1001" / "greeting.wav"
+        )
 
         metrics = srv.get("/metrics").text
         assert 'mss_voicemail_events_total{event="deposited"} 1.0' in metrics

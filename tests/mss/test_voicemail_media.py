@@ -644,7 +644,11 @@ def test_media_and_voicemail_config_errors_name_the_field() -> None:
         env={"MSS_MEDIA_RTP_PORT_MIN": "40000", "MSS_VOICEMAIL_SILENCE_TIMEOUT": "2.5"},
         overrides={"media.rtp_port_max": 40010, "media.rtp_host": "[::1]"},
     )
-    assert (cfg.media.rtp_port_min, cfg.media.rtp_port_max, cfg.media.rtp_host) == (40000, 40010, "::1")
+    assert (cfg.media.rtp_port_min, cfg.media.rtp_port_max, cfg.media.rtp_host) == (
+        40000,
+        40010,
+        "::1",
+    )
     assert cfg.voicemail.silence_timeout == 2.5
     for overrides, field in (
         ({"media.rtp_port_min": 20000}, "media.rtp_port_max"),

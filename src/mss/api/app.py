@@ -58,8 +58,12 @@ class _BodyLimit:
                 if declared < 0 or declared > self.max_bytes:
                     status = 413 if declared > self.max_bytes else 400
                     response = problem_response(
-                        status, f"body: at most {self.max_bytes} bytes" if status == 413
-                        else "bad Content-Length", field="body")
+                        status,
+                        f"body: at most {self.max_bytes} bytes"
+                        if status == 413
+                        else "bad Content-Length",
+                        field="body",
+                    )
                     await response(scope, receive, send)
                     return
         seen = 0

@@ -103,8 +103,9 @@ class TokenGate:
         await self.app(scope, receive, send)
 
 
-async def _verified(request: Request, credentials: HTTPAuthorizationCredentials | None,
-                    *, admin: bool) -> TokenRecord:
+async def _verified(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, *, admin: bool
+) -> TokenRecord:
     record = request.scope.get("state", {}).get("token")
     if record is None:  # the app runs without its gate (embedding): verify here
         tokens: TokenService = request.app.state.services.tokens

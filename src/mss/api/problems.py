@@ -144,9 +144,7 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
         field = "body" if e.get("type") == "json_invalid" else _loc_field(e.get("loc", ()))
         errors.append(FieldError(field=field, reason=str(e.get("msg", ""))))
     first = errors[0] if errors else FieldError(field="body", reason="invalid request")
-    return problem_response(
-        422, f"{first.field}: {first.reason}", field=first.field, errors=errors
-    )
+    return problem_response(422, f"{first.field}: {first.reason}", field=first.field, errors=errors)
 
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
@@ -177,8 +175,9 @@ async def _on_storage(request: Request, exc: Exception) -> JSONResponse:
     status = int(getattr(exc, "http_status", 500))
     log.error("storage failure in %s %s: %s", request.method, request.url.path, exc)
     if status >= 500:
-        return problem_response(503, "storage unavailable; nothing was changed, try again",
-                                headers={"Retry-After": "1"})
+        return problem_response(
+            503, "storage unavailable; nothing was changed, try again", headers={"Retry-After": "1"}
+        )
     return problem_response(status, str(exc))
 
 

@@ -68,6 +68,8 @@ AllowIps = Annotated[
 def _no_default(schema: dict[str, Any]) -> None:
     """Absent means "unchanged": the document shows no default (and no null)."""
     schema.pop("default", None)
+
+
 _strict_in = ConfigDict(extra="forbid", strict=True)
 
 
@@ -120,12 +122,15 @@ class UserPatch(BaseModel):
     multi_device: bool = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment,arg-type]
     max_devices: Devices = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment,arg-type]
     allow_ips: AllowIps = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment,arg-type]
-    max_calls: Limit | None = Field(default=None, description="null = unlimited",
-                                    json_schema_extra=_no_default)
-    max_outgoing: Limit | None = Field(default=None, description="null = unlimited",
-                                       json_schema_extra=_no_default)
+    max_calls: Limit | None = Field(
+        default=None, description="null = unlimited", json_schema_extra=_no_default
+    )
+    max_outgoing: Limit | None = Field(
+        default=None, description="null = unlimited", json_schema_extra=_no_default
+    )
     no_answer_timeout: Seconds | None = Field(
-        default=None, description="seconds; 0 or null = the system timer",
+        default=None,
+        description="seconds; 0 or null = the system timer",
         json_schema_extra=_no_default,
     )
 
@@ -155,8 +160,9 @@ class BanIn(BaseModel):
 
     model_config = _strict_in
 
-    ip: Annotated[str, Field(max_length=64, description="IPv4 or IPv6 address",
-                             json_schema_extra=IP_SCHEMA)]
+    ip: Annotated[
+        str, Field(max_length=64, description="IPv4 or IPv6 address", json_schema_extra=IP_SCHEMA)
+    ]
     duration: Annotated[float, Field(strict=False, gt=0, le=10 * 365 * 86400)] | None = Field(
         default=None, description="seconds; null = until lifted"
     )
@@ -179,8 +185,10 @@ class IpListIn(BaseModel):
     model_config = _strict_in
 
     list: Literal["black", "white"]
-    network: Annotated[str, Field(max_length=64, description="IP or CIDR, v4 or v6",
-                                  json_schema_extra=NETWORK_SCHEMA)]
+    network: Annotated[
+        str,
+        Field(max_length=64, description="IP or CIDR, v4 or v6", json_schema_extra=NETWORK_SCHEMA),
+    ]
     note: Annotated[str, Field(max_length=256)] = ""
 
 
@@ -202,9 +210,7 @@ class BlacklistIn(BaseModel):
     called: Annotated[str, Field(pattern=PREFIX_PATTERN)] = Field(
         description="called prefix; * = any"
     )
-    rate: Rate = Field(
-        default=100, description="percentage of matching calls blocked"
-    )
+    rate: Rate = Field(default=100, description="percentage of matching calls blocked")
     description: Annotated[str, Field(max_length=256)] = ""
 
 

@@ -347,8 +347,12 @@ class SystemBlacklist:
                     "anonymous": is_anonymous(request),
                     "source": source,
                     "call_id": request.call_id if call_id is None else call_id,
-                    "rule": {"caller": r.caller_prefix, "called": r.called_prefix, "rate": r.rate,
-                             "description": r.note},
+                    "rule": {
+                        "caller": r.caller_prefix,
+                        "called": r.called_prefix,
+                        "rate": r.rate,
+                        "description": r.note,
+                    },
                     "status": decision.status,
                 },
             )

@@ -212,7 +212,9 @@ class DialPlan:
                     return step
         return None
 
-    def resolve(self, number: str, *, is_user: Callable[[str], bool] | None = None) -> list[RouteStep]:
+    def resolve(
+        self, number: str, *, is_user: Callable[[str], bool] | None = None
+    ) -> list[RouteStep]:
         """Where to try a call to ``number``: the primary step, then the fallbacks.
 
         Args:
@@ -309,5 +311,7 @@ async def ensure_default_routes(storage: Storage) -> bool:
     if any(r.prefix == DEFAULT_OUT_ROUTE.prefix or r.id == DEFAULT_OUT_ROUTE.id for r in routes):
         return False
     await storage.routes.add(DEFAULT_OUT_ROUTE)
-    log.info("dial plan: created the default out-group route: 9 + number -> the first external line")
+    log.info(
+        "dial plan: created the default out-group route: 9 + number -> the first external line"
+    )
     return True

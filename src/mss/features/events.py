@@ -358,7 +358,9 @@ class SecurityLogBridge(logging.Handler):
             return
         try:
             fields = {
-                k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS and not k.startswith("_")
+                k: v
+                for k, v in record.__dict__.items()
+                if k not in _RECORD_ATTRS and not k.startswith("_")
             }
             event: dict[str, Any] = {"type": "securityEvent", "event": kind, **fields}
             event["message"] = record.getMessage()
@@ -377,7 +379,9 @@ class SecurityLogBridge(logging.Handler):
             ip = normalise_ip(str(f.get("ip", "")))
             rule = str(f.get("reason") or "operator ban")
             until = f.get("until")
-            detail = f"banned ({f.get('origin', '')})" + (f" until {until}" if until else " until lifted")
+            detail = f"banned ({f.get('origin', '')})" + (
+                f" until {until}" if until else " until lifted"
+            )
             users = [str(u) for u in f.get("users") or []] or [""]
             for user in dict.fromkeys(users):
                 rec.record("ban", ip, user, rule, detail, at)
@@ -386,11 +390,23 @@ class SecurityLogBridge(logging.Handler):
             dropped = f.get("dropped", 0)
             period = f.get("period", 0)
             if why == "black list":
-                rec.record("black_list", normalise_ip(str(f["ip"])), "", "IP black list",
-                           f"dropped {dropped} packets in {period} s", at)
+                rec.record(
+                    "black_list",
+                    normalise_ip(str(f["ip"])),
+                    "",
+                    "IP black list",
+                    f"dropped {dropped} packets in {period} s",
+                    at,
+                )
             else:
-                rec.record("ban", normalise_ip(str(f["ip"])), "", "active ban",
-                           f"dropped {dropped} packets in {period} s", at)
+                rec.record(
+                    "ban",
+                    normalise_ip(str(f["ip"])),
+                    "",
+                    "active ban",
+                    f"dropped {dropped} packets in {period} s",
+                    at,
+                )
         elif kind == "call_blocked":
             matched: dict[str, Any] = f.get("rule") or {}
             text = (
@@ -400,5 +416,11 @@ class SecurityLogBridge(logging.Handler):
             if matched.get("description"):
                 text += f" ({matched['description']})"
             detail = f"call to {f.get('called', '')} blocked with {f.get('status', 403)}"
-            rec.record("blacklist", _host_of(str(f.get("source", ""))), str(f.get("caller", "")),
-                       text, detail, at)
+            rec.record(
+                "blacklist",
+                _host_of(str(f.get("source", ""))),
+                str(f.get("caller", "")),
+                text,
+                detail,
+                at,
+            )

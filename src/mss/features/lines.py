@@ -292,7 +292,9 @@ def refresh_delay(granted: int, ratio: float) -> float:
     return max(1.0, min(granted * ratio, granted - 5.0))
 
 
-def retry_delay(failures: int, retry_min: float, retry_max: float, retry_after: int | None = None) -> float:
+def retry_delay(
+    failures: int, retry_min: float, retry_max: float, retry_after: int | None = None
+) -> float:
     """Seconds before the next attempt after ``failures`` failed attempts in a row (>= 1).
 
     ``retry_min * 2 ** (failures - 1)`` capped at ``retry_max``; a provider's Retry-After is
@@ -323,7 +325,7 @@ def check_line(line: LineRecord) -> None:
             raise ValueError(f"proxy: {exc}") from None
     if line.contact_user and any(c.isspace() or c in "@:;<>" for c in line.contact_user):
         raise ValueError(f"contact_user: not a SIP user name: {line.contact_user!r}")
-    if line.auth_user and any(c.isspace() or c in "\"\\" for c in line.auth_user):
+    if line.auth_user and any(c.isspace() or c in '"\\' for c in line.auth_user):
         raise ValueError(f"auth_user: not a user name: {line.auth_user!r}")
     if line.register and line.expires < 1:
         raise ValueError("expires: must be >= 1 for a line that registers")
@@ -388,7 +390,9 @@ class LineService:
         if same is not None:
             log.info(
                 "%s: gVarSipRegSameDialog=%d: %s Call-ID for every REGISTER by default",
-                MSS_VAR_PARAM_FILE, int(same), "one" if same else "a new",
+                MSS_VAR_PARAM_FILE,
+                int(same),
+                "one" if same else "a new",
             )
         self._lines = {line.id: line for line in await self.storage.lines.list()}
         for line_id in self._lines:
@@ -474,8 +478,10 @@ class LineService:
         st = self._status.get(line_id)
         if st is None:
             st = self._status[line_id] = self._new_status(line_id)
-        changed = st.state != state or state in (LineState.FAILED,) or (
-            state == LineState.UNREGISTERED and reason != st.reason
+        changed = (
+            st.state != state
+            or state in (LineState.FAILED,)
+            or (state == LineState.UNREGISTERED and reason != st.reason)
         )
         if st.state != state:
             st.since = now

@@ -190,7 +190,9 @@ def parse_network(text: str, field: str = "network") -> Network:
             net = ipaddress.IPv4Network(f"{mapped}/{net.prefixlen - 96}")
     bits = net.max_prefixlen
     canonical = str(net.network_address) if net.prefixlen == bits else str(net)
-    return Network(canonical, bits, net.prefixlen, int(net.network_address) >> (bits - net.prefixlen))
+    return Network(
+        canonical, bits, net.prefixlen, int(net.network_address) >> (bits - net.prefixlen)
+    )
 
 
 class IpNetSet:
@@ -358,10 +360,14 @@ class SecurityPolicy:
         self._wall = wall
         self.summary_interval = summary_interval
         keep = config.f2b_max_failures * config.f2b_known_good_factor
-        self.table = table if table is not None else BanTable(
-            max_entries=config.ban_table_size,
-            window=float(config.f2b_window),
-            max_failures=min(65536, max(64, keep)),
+        self.table = (
+            table
+            if table is not None
+            else BanTable(
+                max_entries=config.ban_table_size,
+                window=float(config.f2b_window),
+                max_failures=min(65536, max(64, keep)),
+            )
         )
         self._check = self.table.check
         self._hosts: dict[str, tuple[bytes, bool]] = {}
@@ -450,7 +456,9 @@ class SecurityPolicy:
             self._offences[ip] = offence
         offence.add(username, now)
         threshold = self.threshold(host, now)
-        log.debug("authentication failure %d/%d from %s (user %r)", failures, threshold, host, username)
+        log.debug(
+            "authentication failure %d/%d from %s (user %r)", failures, threshold, host, username
+        )
         if failures >= threshold:
             self._f2b_ban(ip, failures, offence, now)
 
@@ -567,8 +575,13 @@ class SecurityPolicy:
     async def ban(self, ip: str, *, duration: float | None, reason: str = "") -> BanRecord:
         """An operator's ban through the running server (API): install and store it."""
         text, packed = parse_ip(ip)
-        record = operator_ban(text, duration=duration, reason=reason,
-                              previous=self._records.get(packed), wall=self._wall())
+        record = operator_ban(
+            text,
+            duration=duration,
+            reason=reason,
+            previous=self._records.get(packed),
+            wall=self._wall(),
+        )
         self._install(packed, record, self._clock(), self._wall(), origin="operator")
         if self.storage is not None:
             await self.storage.bans.put(record)
@@ -590,8 +603,9 @@ class SecurityPolicy:
 
     def bans(self) -> list[BanRecord]:
         """The active bans, by IP text."""
-        return sorted((self._records[ip] for ip in self._active if ip in self._records),
-                      key=lambda r: r.ip)
+        return sorted(
+            (self._records[ip] for ip in self._active if ip in self._records), key=lambda r: r.ip
+        )
 
     # -- storage -------------------------------------------------------------------------------
 
@@ -625,7 +639,9 @@ class SecurityPolicy:
         log.info(
             "security: %d active bans, %d black-listed and %d white-listed networks, "
             "fail-to-ban %s",
-            len(self._active), len(self.black), len(self.white),
+            len(self._active),
+            len(self.black),
+            len(self.white),
             "on" if self.config.f2b_enabled else "off",
         )
 
@@ -739,17 +755,31 @@ class SecurityPolicy:
             text = unpack_ip(ip)
             log.info(
                 "dropped %d packets from %s in %.1f s (%s)",
-                count, text, period, "black list" if black else "banned",
-                extra={"event": "drop_summary", "ip": text, "dropped": count,
-                       "period": round(period, 3), "why": "black list" if black else "banned"},
+                count,
+                text,
+                period,
+                "black list" if black else "banned",
+                extra={
+                    "event": "drop_summary",
+                    "ip": text,
+                    "dropped": count,
+                    "period": round(period, 3),
+                    "why": "black list" if black else "banned",
+                },
             )
         self.stats["dropped"] += total
         if len(ranked) > MAX_SUMMARY_SOURCES:
             log.info(
                 "dropped %d packets from %d sources in %.1f s",
-                total, len(ranked), period,
-                extra={"event": "drop_summary", "sources": len(ranked), "dropped": total,
-                       "period": round(period, 3)},
+                total,
+                len(ranked),
+                period,
+                extra={
+                    "event": "drop_summary",
+                    "sources": len(ranked),
+                    "dropped": total,
+                    "period": round(period, 3),
+                },
             )
 
     async def maintain(self) -> None:

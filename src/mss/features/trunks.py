@@ -126,7 +126,7 @@ def check_trunk(trunk: TrunkRecord) -> None:
     if trunk.uri_params:
         for part in trunk.uri_params.split(";"):
             name = part.partition("=")[0]
-            if not name or any(c.isspace() or c in "<>?@:\"" for c in part):
+            if not name or any(c.isspace() or c in '<>?@:"' for c in part):
                 raise ValueError(f"uri_params: not 'name[=value];...': {trunk.uri_params!r}")
 
 
@@ -167,7 +167,9 @@ class TrunkService:
             self._status.setdefault(trunk.id, self._new_status(trunk))
         self._index()
 
-    async def reload(self, ids: Iterable[str]) -> list[tuple[TrunkRecord | None, TrunkRecord | None]]:
+    async def reload(
+        self, ids: Iterable[str]
+    ) -> list[tuple[TrunkRecord | None, TrunkRecord | None]]:
         """Re-read the given trunks; returns ``(old, new)`` for each one that changed."""
         changed: list[tuple[TrunkRecord | None, TrunkRecord | None]] = []
         for trunk_id in sorted(set(ids)):
@@ -184,7 +186,11 @@ class TrunkService:
                 if old is None or (old.host, old.port) != (new.host, new.port):
                     self._resolved.pop(trunk_id, None)
                 st = self._status.get(trunk_id)
-                if st is None or not self._pingable(new) or (old is not None and not self._pingable(old)):
+                if (
+                    st is None
+                    or not self._pingable(new)
+                    or (old is not None and not self._pingable(old))
+                ):
                     self._status[trunk_id] = self._new_status(new)
                     self._publish(trunk_id)
             if old != new:
@@ -202,7 +208,11 @@ class TrunkService:
 
     def _new_status(self, trunk: TrunkRecord) -> TrunkStatus:
         state = TrunkState.UNKNOWN if self._pingable(trunk) else TrunkState.DISABLED
-        reason = "" if state == TrunkState.UNKNOWN else ("disabled" if not trunk.enabled else "pings off")
+        reason = (
+            ""
+            if state == TrunkState.UNKNOWN
+            else ("disabled" if not trunk.enabled else "pings off")
+        )
         return TrunkStatus(trunk.id, state, since=self.wall(), reason=reason)
 
     def _index(self) -> None:
@@ -295,8 +305,13 @@ class TrunkService:
                 trunk_id,
                 new.value,
                 reason,
-                extra={"trunk": trunk_id, "state": new.value, "previous": old.value,
-                       "status": status, "reason": reason},
+                extra={
+                    "trunk": trunk_id,
+                    "state": new.value,
+                    "previous": old.value,
+                    "status": status,
+                    "reason": reason,
+                },
             )
             for listener in list(self.listeners):
                 try:
@@ -331,9 +346,13 @@ class TrunkService:
         cap = self.limit(trunk, direction)
         word = "incoming" if direction == "in" else "outgoing"
         if cap == 0:
-            return PolicyRejection(503, f"Service Unavailable ({word} calls disabled on trunk {trunk_id})")
+            return PolicyRejection(
+                503, f"Service Unavailable ({word} calls disabled on trunk {trunk_id})"
+            )
         if cap is not None and len(calls) >= cap:
-            return PolicyRejection(503, f"Service Unavailable (trunk {trunk_id} {word} call limit {cap} reached)")
+            return PolicyRejection(
+                503, f"Service Unavailable (trunk {trunk_id} {word} call limit {cap} reached)"
+            )
         calls.add(call_id)
         return None
 

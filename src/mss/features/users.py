@@ -52,7 +52,13 @@ class IpGrant:
 
     __slots__ = ("exact", "network", "number", "port", "text")
 
-    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network, port: int | None, number: str, text: str) -> None:
+    def __init__(
+        self,
+        network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        port: int | None,
+        number: str,
+        text: str,
+    ) -> None:
         self.network = network
         self.port = port
         self.number = number
@@ -207,7 +213,11 @@ class UserDirectory:
             pw = fields["password"]
             if not isinstance(pw, str) or not 4 <= len(pw) <= 128:
                 raise UserError("password", "must be 4 to 128 characters")
-        if "name" in fields and (not isinstance(fields["name"], str) or len(fields["name"]) > 128 or any(c in fields["name"] for c in "\r\n\"")):
+        if "name" in fields and (
+            not isinstance(fields["name"], str)
+            or len(fields["name"]) > 128
+            or any(c in fields["name"] for c in '\r\n"')
+        ):
             raise UserError("name", "at most 128 characters, no quotes or line breaks")
         if "max_devices" in fields:
             v = fields["max_devices"]
@@ -216,7 +226,9 @@ class UserDirectory:
         if "no_answer_timeout" in fields and fields["no_answer_timeout"] is not None:
             v = fields["no_answer_timeout"]
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 3600:
-                raise UserError("no_answer_timeout", "must be 0 to 3600 seconds (0 = the system timer)")
+                raise UserError(
+                    "no_answer_timeout", "must be 0 to 3600 seconds (0 = the system timer)"
+                )
         for key in ("max_calls", "max_outgoing"):
             if key in fields and fields[key] is not None:
                 v = fields[key]
@@ -235,7 +247,9 @@ class UserDirectory:
         now = time.time()
         allow = tuple(fields.pop("allow_ips", ()))
         if "no_answer_timeout" in fields:
-            fields["extra"] = _with_no_answer(dict(fields.get("extra") or {}), fields.pop("no_answer_timeout"))
+            fields["extra"] = _with_no_answer(
+                dict(fields.get("extra") or {}), fields.pop("no_answer_timeout")
+            )
         user = UserRecord(
             number=number,
             ha1=self._ha1s(number, password),
@@ -255,7 +269,9 @@ class UserDirectory:
         self._index_grants(number)
         return user
 
-    async def update(self, number: str, *, password: str | None = None, **fields: Any) -> UserRecord:
+    async def update(
+        self, number: str, *, password: str | None = None, **fields: Any
+    ) -> UserRecord:
         """Change a user. Raises UserError (bad field or no such user)."""
         self.validate_fields({**fields, **({"password": password} if password is not None else {})})
         user = await self.storage.users.get(number)

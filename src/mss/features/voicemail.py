@@ -99,7 +99,9 @@ class VoicemailSettings:
 
     enabled: bool = False
     email: str = ""
-    divert: frozenset[str] = field(default_factory=lambda: frozenset({"no-answer", "busy", "offline"}))
+    divert: frozenset[str] = field(
+        default_factory=lambda: frozenset({"no-answer", "busy", "offline"})
+    )
     greeting: str = ""
     max_seconds: int = 120
     pin: str = ""
@@ -191,7 +193,11 @@ def parse_settings(extra: Mapping[str, object] | None) -> VoicemailSettings:
     else:
         divert_set = default.divert
     max_seconds = raw.get("max_seconds")
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, int) or not 1 <= max_seconds <= MAX_RECORDING:
+    if (
+        isinstance(max_seconds, bool)
+        or not isinstance(max_seconds, int)
+        or not 1 <= max_seconds <= MAX_RECORDING
+    ):
         max_seconds = default.max_seconds
     return VoicemailSettings(
         enabled=raw.get("enabled") is True,
@@ -221,10 +227,16 @@ def _check_email(value: str) -> str:
         return ""
     local, at, domain = value.rpartition("@")
     if (
-        not at or not local or not domain or "." not in domain.strip(".")
-        or any(c.isspace() or c in "<>,;\"()[]" for c in value) or len(value) > 254
+        not at
+        or not local
+        or not domain
+        or "." not in domain.strip(".")
+        or any(c.isspace() or c in '<>,;"()[]' for c in value)
+        or len(value) > 254
     ):
-        raise VoicemailError("email", f"not an e-mail address: {value!r} (expected user@domain.tld)")
+        raise VoicemailError(
+            "email", f"not an e-mail address: {value!r} (expected user@domain.tld)"
+        )
     return value
 
 
@@ -235,7 +247,9 @@ def _check_divert(value: str | Iterable[str]) -> frozenset[str]:
         raise VoicemailError("vm_divert", f"give one or more of {', '.join(DIVERT_CONDITIONS)}")
     bad = [v for v in items if v not in DIVERT_CONDITIONS]
     if bad:
-        raise VoicemailError("vm_divert", f"unknown condition {bad[0]!r}; expected {', '.join(DIVERT_CONDITIONS)}")
+        raise VoicemailError(
+            "vm_divert", f"unknown condition {bad[0]!r}; expected {', '.join(DIVERT_CONDITIONS)}"
+        )
     if "always" in items and len(items) > 1:
         raise VoicemailError("vm_divert", "'always' cannot be combined with other conditions")
     return frozenset(items)
@@ -243,7 +257,9 @@ def _check_divert(value: str | Iterable[str]) -> frozenset[str]:
 
 def _check_max(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RECORDING:
-        raise VoicemailError("vm_max_length", f"must be 1 to {MAX_RECORDING} seconds, got {value!r}")
+        raise VoicemailError(
+            "vm_max_length", f"must be 1 to {MAX_RECORDING} seconds, got {value!r}"
+        )
     return value
 
 
@@ -295,24 +311,37 @@ def load_greeting(data: bytes, *, field: str = "vm_greeting") -> bytes:
         VoicemailError: not a PCM WAV, empty, too long or too large.
     """
     if len(data) > MAX_GREETING_BYTES:
-        raise VoicemailError(field, f"file too large ({len(data)} bytes; at most {MAX_GREETING_BYTES})")
+        raise VoicemailError(
+            field, f"file too large ({len(data)} bytes; at most {MAX_GREETING_BYTES})"
+        )
     try:
         with wave.open(io.BytesIO(data), "rb") as w:
-            channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            channels, width, rate, frames = (
+                w.getnchannels(),
+                w.getsampwidth(),
+                w.getframerate(),
+                w.getnframes(),
+            )
             raw = w.readframes(frames)
     except (wave.Error, EOFError) as exc:
         raise VoicemailError(
-            field, f"not a PCM WAV file ({exc}); convert it to 8 kHz 16-bit mono, e.g. "
-            "`sox in.wav -r 8000 -b 16 -c 1 out.wav`"
+            field,
+            f"not a PCM WAV file ({exc}); convert it to 8 kHz 16-bit mono, e.g. "
+            "`sox in.wav -r 8000 -b 16 -c 1 out.wav`",
         ) from None
     if width not in (1, 2, 3, 4) or not 1 <= channels <= 8 or not 8000 <= rate <= 192000:
-        raise VoicemailError(field, f"unsupported WAV format: {channels} channels, {8 * width}-bit, {rate} Hz "
-                                    "(need PCM, 8 to 192 kHz); convert it to 8 kHz 16-bit mono")
+        raise VoicemailError(
+            field,
+            f"unsupported WAV format: {channels} channels, {8 * width}-bit, {rate} Hz "
+            "(need PCM, 8 to 192 kHz); convert it to 8 kHz 16-bit mono",
+        )
     frames = len(raw) // (width * channels)
     if frames == 0:
         raise VoicemailError(field, "the WAV file holds no audio")
     if frames / rate > MAX_GREETING_SECONDS:
-        raise VoicemailError(field, f"greeting too long ({frames / rate:.1f} s; at most {MAX_GREETING_SECONDS} s)")
+        raise VoicemailError(
+            field, f"greeting too long ({frames / rate:.1f} s; at most {MAX_GREETING_SECONDS} s)"
+        )
     if channels == 1 and width == 2 and rate == SAMPLE_RATE:
         return wav_bytes(raw[: frames * 2])
     import numpy as np  # only needed to convert
@@ -385,7 +414,9 @@ def check_changes(
         changes["pin"] = _check_pin(pin.strip())
     if isinstance(greeting, str):
         if greeting.strip() not in ("", "default"):
-            raise VoicemailError("vm_greeting", "give a WAV file, or 'default' for the packaged greeting")
+            raise VoicemailError(
+                "vm_greeting", "give a WAV file, or 'default' for the packaged greeting"
+            )
         changes["greeting"] = ""
     elif greeting is not None:
         changes["greeting_wav"] = load_greeting(greeting)
@@ -449,9 +480,7 @@ def _fmt_duration(seconds: float) -> str:
     return f"{total // 60}:{total % 60:02d}"
 
 
-def build_email(
-    record: VoicemailRecord, wav: bytes, *, to: str, from_address: str
-) -> EmailMessage:
+def build_email(record: VoicemailRecord, wav: bytes, *, to: str, from_address: str) -> EmailMessage:
     """One e-mail for one message: subject naming the caller, caller/time/duration in the body,
     the WAV attached (``audio/wav``)."""
     display, caller = _header_text(record.caller_display), _header_text(record.caller)
@@ -473,7 +502,9 @@ def build_email(
     )
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(record.started_at))
     safe_caller = "".join(c for c in record.caller if c.isalnum() or c in "+-_") or "unknown"
-    msg.add_attachment(wav, maintype="audio", subtype="wav", filename=f"voicemail-{stamp}-{safe_caller}.wav")
+    msg.add_attachment(
+        wav, maintype="audio", subtype="wav", filename=f"voicemail-{stamp}-{safe_caller}.wav"
+    )
     return msg
 
 
@@ -559,7 +590,9 @@ class VoicemailService:
                 path = self.data_dir / rel
                 if path.is_file():
                     return path
-                log.warning("voicemail %s: custom greeting %s is missing; playing the default", number, path)
+                log.warning(
+                    "voicemail %s: custom greeting %s is missing; playing the default", number, path
+                )
         return default_greeting()
 
     async def deposit(self, deposit: VoicemailDeposit) -> str:
@@ -569,20 +602,35 @@ class VoicemailService:
         rel = (Path("voicemail") / deposit.user / f"{msg_id}.wav").as_posix()
         await asyncio.to_thread(_write_atomic, self.data_dir / rel, wav_bytes(deposit.pcm))
         record = VoicemailRecord(
-            id=msg_id, user=deposit.user, caller=deposit.caller, started_at=deposit.started_at,
-            caller_display=deposit.caller_display, call_id=deposit.call_id,
-            duration=max(0.0, float(deposit.duration)), path=rel,
+            id=msg_id,
+            user=deposit.user,
+            caller=deposit.caller,
+            started_at=deposit.started_at,
+            caller_display=deposit.caller_display,
+            call_id=deposit.call_id,
+            duration=max(0.0, float(deposit.duration)),
+            path=rel,
         )
         mail = None
         if settings.email:
             mail = VoicemailMailRecord(msg_id, settings.email, next_try=self.wall())
             if not self.smtp.host:
-                log.warning("voicemail %s: [smtp] host is not set; the e-mail to %s waits in the outbox",
-                            deposit.user, settings.email)
+                log.warning(
+                    "voicemail %s: [smtp] host is not set; the e-mail to %s waits in the outbox",
+                    deposit.user,
+                    settings.email,
+                )
         await self.storage.voicemail.add(record, mail)
         self.stats["deposited"] += 1
-        log.info("voicemail %s for %s from %s (%.1f s, ended by %s)", msg_id, deposit.user,
-                 deposit.caller, deposit.duration, deposit.ended_by, extra={"event": "voicemail"})
+        log.info(
+            "voicemail %s for %s from %s (%.1f s, ended by %s)",
+            msg_id,
+            deposit.user,
+            deposit.caller,
+            deposit.duration,
+            deposit.ended_by,
+            extra={"event": "voicemail"},
+        )
         if mail is not None:
             self._wake.set()
         await self.refresh(deposit.user)
@@ -649,7 +697,9 @@ class VoicemailService:
         """
         record = await self.storage.voicemail.get(id)
         if record is None or record.user != user:
-            raise VoicemailError("id", f"no voicemail message {id} for user {user}", http_status=404)
+            raise VoicemailError(
+                "id", f"no voicemail message {id} for user {user}", http_status=404
+            )
         return record
 
     def path_of(self, record: VoicemailRecord) -> Path:
@@ -659,7 +709,9 @@ class VoicemailService:
     async def mark_read(self, user: str, id: str, read: bool = True) -> VoicemailRecord:
         record = await self.message(user, id)
         if not await self.storage.voicemail.mark_read(id, read):
-            raise VoicemailError("id", f"no voicemail message {id} for user {user}", http_status=404)
+            raise VoicemailError(
+                "id", f"no voicemail message {id} for user {user}", http_status=404
+            )
         await self.refresh(user)
         return replace(record, read=read)
 
@@ -667,7 +719,9 @@ class VoicemailService:
         """Delete the message, its queued e-mail and its WAV file."""
         record = await self.message(user, id)
         if not await self.storage.voicemail.delete(id):
-            raise VoicemailError("id", f"no voicemail message {id} for user {user}", http_status=404)
+            raise VoicemailError(
+                "id", f"no voicemail message {id} for user {user}", http_status=404
+            )
         with contextlib.suppress(OSError):
             self.path_of(record).unlink()
         await self.refresh(user)
@@ -679,7 +733,9 @@ class VoicemailService:
         if mail is None:
             raise VoicemailError("id", f"message {id} has no e-mail to retry", http_status=404)
         to = self.settings_email(user) or mail.to
-        again = replace(mail, to=to, state="queued", attempts=0, next_try=self.wall(), last_error="")
+        again = replace(
+            mail, to=to, state="queued", attempts=0, next_try=self.wall(), last_error=""
+        )
         if not await self.storage.voicemail.update_mail(again):
             raise NotFound("voicemail", record.id)
         self.paused_until = 0.0
@@ -743,7 +799,9 @@ class VoicemailService:
                 sent += 1
             if outcome == "unreachable":
                 self._unreachable += 1
-                pause = min(self.smtp.retry_max, self.smtp.retry_min * 2 ** min(self._unreachable - 1, 30))
+                pause = min(
+                    self.smtp.retry_max, self.smtp.retry_min * 2 ** min(self._unreachable - 1, 30)
+                )
                 self.paused_until = self.wall() + pause
                 break
             if outcome in ("sent", "retry"):  # the server answered
@@ -772,24 +830,40 @@ class VoicemailService:
         except _Permanent as exc:
             self.stats["mail_failed"] += 1
             log.error("voicemail %s: e-mail to %s failed for good: %s", record.id, mail.to, exc)
-            await vm.update_mail(replace(mail, attempts=attempts, state="failed", last_error=str(exc)[:500]))
+            await vm.update_mail(
+                replace(mail, attempts=attempts, state="failed", last_error=str(exc)[:500])
+            )
             return "failed"
         except _Temporary as exc:
             now = self.wall()
             give_up = self.smtp.give_up_after
             if give_up and now - record.created_at >= give_up:
                 self.stats["mail_failed"] += 1
-                log.error("voicemail %s: e-mail to %s undelivered after %d attempts, giving up: %s",
-                          record.id, mail.to, attempts, exc)
-                await vm.update_mail(replace(mail, attempts=attempts, state="failed",
-                                             last_error=f"gave up: {exc}"[:500]))
+                log.error(
+                    "voicemail %s: e-mail to %s undelivered after %d attempts, giving up: %s",
+                    record.id,
+                    mail.to,
+                    attempts,
+                    exc,
+                )
+                await vm.update_mail(
+                    replace(
+                        mail, attempts=attempts, state="failed", last_error=f"gave up: {exc}"[:500]
+                    )
+                )
                 return "failed"
             delay = min(self.smtp.retry_max, self.smtp.retry_min * 2 ** min(attempts - 1, 30))
             self.stats["mail_retries"] += 1
-            log.warning("voicemail %s: e-mail to %s not sent (%s); retry in %.0f s", record.id,
-                        mail.to, exc, delay)
-            await vm.update_mail(replace(mail, attempts=attempts, next_try=now + delay,
-                                         last_error=str(exc)[:500]))
+            log.warning(
+                "voicemail %s: e-mail to %s not sent (%s); retry in %.0f s",
+                record.id,
+                mail.to,
+                exc,
+                delay,
+            )
+            await vm.update_mail(
+                replace(mail, attempts=attempts, next_try=now + delay, last_error=str(exc)[:500])
+            )
             return "retry" if exc.replied else "unreachable"
         self.stats["mailed"] += 1
         log.info("voicemail %s: e-mailed to %s", record.id, mail.to)
@@ -809,7 +883,11 @@ class VoicemailService:
 def _smtp_reply(exc: BaseException) -> tuple[int | None, str]:
     """The SMTP reply code and text of an aiosmtplib error (``None`` when there was no reply:
     connection refused, timeout...). For refused recipients, the least severe refusal."""
-    recipients = [r for r in getattr(exc, "recipients", None) or () if isinstance(getattr(r, "code", None), int)]
+    recipients = [
+        r
+        for r in getattr(exc, "recipients", None) or ()
+        if isinstance(getattr(r, "code", None), int)
+    ]
     if recipients:
         worst = min(recipients, key=lambda r: r.code)
         return worst.code, str(getattr(worst, "message", "") or "")
@@ -827,7 +905,11 @@ def _classify(exc: BaseException) -> Exception:
     code, text = _smtp_reply(exc)
     text = " ".join(text.split())
     reply = f"{code} {text}".strip() if code else f"{name}: {text}"
-    if code is not None and 500 <= code <= 599 and name not in ("SMTPAuthenticationError", "SMTPNotSupported"):
+    if (
+        code is not None
+        and 500 <= code <= 599
+        and name not in ("SMTPAuthenticationError", "SMTPNotSupported")
+    ):
         return _Permanent(reply)
     return _Temporary(reply, replied=code is not None)
 

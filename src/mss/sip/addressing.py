@@ -22,7 +22,9 @@ class Source:
 
     __slots__ = ("conn", "host", "listener", "port", "transport")
 
-    def __init__(self, transport: str, host: str, port: int, listener: Any, conn: Any = None) -> None:
+    def __init__(
+        self, transport: str, host: str, port: int, listener: Any, conn: Any = None
+    ) -> None:
         self.transport = transport
         self.host = host
         self.port = port

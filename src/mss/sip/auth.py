@@ -39,7 +39,14 @@ from .core import RequestContext
 
 __all__ = ("AuthEvents", "Authenticator")
 
-_KNOWN_ALGORITHMS = ("MD5", "SHA-256", "SHA-512-256", "MD5-sess", "SHA-256-sess", "SHA-512-256-sess")
+_KNOWN_ALGORITHMS = (
+    "MD5",
+    "SHA-256",
+    "SHA-512-256",
+    "MD5-sess",
+    "SHA-256-sess",
+    "SHA-512-256-sess",
+)
 
 
 class AuthEvents(Protocol):
@@ -111,15 +118,24 @@ class Authenticator:
         ctx.respond(407 if proxy else 401, headers=[(name, v) for v in values])
 
     def _fail(
-        self, ctx: RequestContext, username: str, *, proxy: bool, why: str = "credentials do not verify"
+        self,
+        ctx: RequestContext,
+        username: str,
+        *,
+        proxy: bool,
+        why: str = "credentials do not verify",
     ) -> None:
         self.stats["failures"] += 1
         self.events.auth_failed(ctx.source.host, username, ctx.core.clock.now())
         if self.decisions is not None:
             status = 403 if self.failed_response == 403 else (407 if proxy else 401)
             self.decisions.record(
-                "auth_failure", ctx.source.host, username, f"digest authentication: {why}",
-                f"{ctx.request.method} answered {status}", self._wall(),
+                "auth_failure",
+                ctx.source.host,
+                username,
+                f"digest authentication: {why}",
+                f"{ctx.request.method} answered {status}",
+                self._wall(),
             )
         if self.failed_response == 403:
             ctx.respond(403)

@@ -384,7 +384,9 @@ class B2bua:
         self._tasks: set[asyncio.Future[Any]] = set()
         #: ``(credentials, request, challenge) -> (header, value, stale) | None``: answers a
         #: 401/407 on legs through external lines (``LineRegistrations.authorize``, issue 7)
-        self.authorize: Callable[[str, Request, Response], tuple[str, str, bool] | None] | None = None
+        self.authorize: Callable[[str, Request, Response], tuple[str, str, bool] | None] | None = (
+            None
+        )
         self.stats = {"calls": 0, "answered": 0, "failed": 0, "messages": 0, "relayed": 0}
         #: where ``callStatus`` events go (the server's event hub; None = not published)
         self.events: EventPublisher | None = None
@@ -464,7 +466,9 @@ class B2bua:
         from_user = frm.uri.user if frm is not None else None
         src = ctx.source
         # a SIP trunk or a line's provider: trusted by address (issue 7, mss.features.external)
-        user = self.calls.external_caller(src.transport, src.host, src.port, req.uri.user, from_user)
+        user = self.calls.external_caller(
+            src.transport, src.host, src.port, req.uri.user, from_user
+        )
         if user is None:
             user = self.users.ip_user(src.host, src.port, from_user)
         if user is not None:

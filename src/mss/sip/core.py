@@ -65,10 +65,24 @@ ResponseCallback = Callable[[Response, ClientTransaction], None]
 SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
 #: methods counted under their own name in the per-method counters; others count as "other"
 #: (a peer must not be able to grow the counter tables without bound).
-KNOWN_METHODS = frozenset((
-    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "UPDATE",
-    "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
-))
+KNOWN_METHODS = frozenset(
+    (
+        "INVITE",
+        "ACK",
+        "CANCEL",
+        "BYE",
+        "OPTIONS",
+        "REGISTER",
+        "MESSAGE",
+        "INFO",
+        "UPDATE",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "REFER",
+        "PUBLISH",
+    )
+)
 
 
 class HandlerTimings:
@@ -80,7 +94,20 @@ class HandlerTimings:
     """
 
     #: bucket upper bounds, seconds
-    BUCKETS: tuple[float, ...] = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+    BUCKETS: tuple[float, ...] = (
+        1e-5,
+        2.5e-5,
+        5e-5,
+        1e-4,
+        2.5e-4,
+        5e-4,
+        1e-3,
+        2.5e-3,
+        5e-3,
+        1e-2,
+        2.5e-2,
+        0.1,
+    )
 
     __slots__ = ("counts", "mask", "sums", "tick")
 
@@ -97,6 +124,8 @@ class HandlerTimings:
             self.sums[method] = 0.0
         counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
         self.sums[method] += seconds
+
+
 #: option tags we implement (RFC 3261 §19.2); Require with anything else gets 420.
 SUPPORTED_OPTIONS: tuple[str, ...] = ("path", "outbound", "replaces", "timer")
 
@@ -141,7 +170,11 @@ def target_for_response(request: Request, source: Source) -> Target:
     via = request.via
     assert via is not None
     host, port = response_target(
-        via.host_address, via.port, via.has_rport, via.maddr, (source.host, source.port),
+        via.host_address,
+        via.port,
+        via.has_rport,
+        via.maddr,
+        (source.host, source.port),
         reliable=False,
     )
     return Target("udp", host, port, listener=source.listener)
@@ -169,7 +202,9 @@ class RequestContext:
 
     __slots__ = ("_answered", "cancel", "core", "request", "source", "txn")
 
-    def __init__(self, core: SipCore, request: Request, source: Source, txn: ServerTransaction) -> None:
+    def __init__(
+        self, core: SipCore, request: Request, source: Source, txn: ServerTransaction
+    ) -> None:
         self.core = core
         self.request = request
         self.source = source
@@ -197,9 +232,13 @@ class RequestContext:
         if to_tag is None and status > 100:
             to_tag = self.core.to_tag_for(self.request)
         resp = make_response(
-            self.request, status, reason, to_tag=to_tag,
+            self.request,
+            status,
+            reason,
+            to_tag=to_tag,
             headers=[*headers, ("Server", self.core.server_name)],
-            body=body, content_type=content_type,
+            body=body,
+            content_type=content_type,
         )
         self.send(resp)
         return resp

@@ -291,7 +291,10 @@ class _Session:
         aor = f"sip:{line.account}@{aor_domain(line)}"
         ruri = request_uri(line)
         headers = [
-            ("Via", f"SIP/2.0/{target.transport.upper()} {hp}:{lport};branch=z9hG4bK{_token()};rport"),
+            (
+                "Via",
+                f"SIP/2.0/{target.transport.upper()} {hp}:{lport};branch=z9hG4bK{_token()};rport",
+            ),
             ("Max-Forwards", str(owner.max_forwards)),
             ("From", f"<{aor}>;tag={self.tag}"),
             ("To", f"<{aor}>"),
@@ -309,7 +312,13 @@ class _Session:
         status = self.service.status(line.id)
         if status is not None:
             status.call_id = self.call_id
-        log.debug("line %s: REGISTER cseq %d expires %d to %s", line.id, self.cseq, attempt.expires, target)
+        log.debug(
+            "line %s: REGISTER cseq %d expires %d to %s",
+            line.id,
+            self.cseq,
+            attempt.expires,
+            target,
+        )
 
         def on_response(resp: Response, txn: Any) -> None:
             self._on_response(attempt, request, resp)
@@ -337,14 +346,18 @@ class _Session:
             wanted = _int_header(resp, "Min-Expires")
             if wanted is not None and wanted > attempt.expires and attempt.n423 < _MAX_423:
                 attempt.n423 += 1
-                log.info("line %s: 423, registering again with Min-Expires %d", self.line.id, wanted)
+                log.info(
+                    "line %s: 423, registering again with Min-Expires %d", self.line.id, wanted
+                )
                 self.min_expires = wanted
                 attempt.expires = wanted
                 attempt.auth = None
                 attempt.rounds = 0
                 self._send(attempt)
                 return
-            self._finish_failure(attempt, status, _reason_of(resp, self.target_text) + " (Min-Expires not usable)")
+            self._finish_failure(
+                attempt, status, _reason_of(resp, self.target_text) + " (Min-Expires not usable)"
+            )
             return
         retry_after = _int_header(resp, "Retry-After") if not _is_local(resp) else None
         self._finish_failure(attempt, status, _reason_of(resp, self.target_text), retry_after)
@@ -376,7 +389,9 @@ class _Session:
             return
         granted = self._granted(request, resp, attempt.expires)
         if granted <= 0:
-            self._finish_failure(attempt, resp.status, f"{resp.status} {resp.reason} but no expiry granted")
+            self._finish_failure(
+                attempt, resp.status, f"{resp.status} {resp.reason} but no expiry granted"
+            )
             return
         self.registered = True
         wall = self.service.wall()
@@ -400,7 +415,11 @@ class _Session:
         if mine is not None:
             for contact in resp.contacts:
                 u, m = contact.uri, mine.uri
-                if (u.host or "").lower() == (m.host or "").lower() and u.port == m.port and u.user == m.user:
+                if (
+                    (u.host or "").lower() == (m.host or "").lower()
+                    and u.port == m.port
+                    and u.user == m.user
+                ):
                     value = contact.params.get("expires")
                     if value is not None and value.strip().isdigit():
                         return int(value)
@@ -567,8 +586,10 @@ class LineRegistrations:
                 self.service.forget(line_id)
             return
         assert new is not None
-        if session is not None and old is not None and any(
-            getattr(old, f) != getattr(new, f) for f in _IDENTITY
+        if (
+            session is not None
+            and old is not None
+            and any(getattr(old, f) != getattr(new, f) for f in _IDENTITY)
         ):
             del self.sessions[line_id]
             await session.close(unregister=True, reason="settings changed", timeout=2.0)
@@ -595,11 +616,17 @@ class LineRegistrations:
         port is not the line's (on a shared host, e.g. a NAT or loopback, local phones are
         not taken for the provider).
         """
-        matches = [s for s in self.sessions.values() if s.target is not None and s.target.host == host]
+        matches = [
+            s for s in self.sessions.values() if s.target is not None and s.target.host == host
+        ]
         if not matches:
             return None
         if user:
-            named = [s for s in matches if user in (s.line.contact_user or s.line.account, s.line.account)]
+            named = [
+                s
+                for s in matches
+                if user in (s.line.contact_user or s.line.account, s.line.account)
+            ]
             if named:
                 named.sort(key=lambda s: s.target is None or s.target.port != port)
                 return named[0].line
@@ -646,6 +673,9 @@ class LineRegistrations:
         self.sessions.clear()
         if sessions:
             await asyncio.gather(
-                *(s.close(unregister=unregister, reason="server stopping", timeout=timeout) for s in sessions),
+                *(
+                    s.close(unregister=unregister, reason="server stopping", timeout=timeout)
+                    for s in sessions
+                ),
                 return_exceptions=True,
             )

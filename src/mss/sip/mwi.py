@@ -93,8 +93,18 @@ class Subscription:
     )
 
     def __init__(
-        self, *, user: str, account: str, call_id: str, local_tag: str, local_uri: str,
-        remote: str, remote_tag: str, remote_target: str, target: Target, event: str,
+        self,
+        *,
+        user: str,
+        account: str,
+        call_id: str,
+        local_tag: str,
+        local_uri: str,
+        remote: str,
+        remote_tag: str,
+        remote_target: str,
+        target: Target,
+        event: str,
     ) -> None:
         self.user = user
         self.account = account
@@ -268,8 +278,11 @@ class MwiNotifier:
         if contact is not None:
             sub.remote_target = str(contact.uri)
         sub.target = self._flow(ctx)
-        ctx.respond(200, headers=[("Expires", str(expires)), ("Contact", self._our_contact(ctx))],
-                    to_tag=local_tag)
+        ctx.respond(
+            200,
+            headers=[("Expires", str(expires)), ("Contact", self._our_contact(ctx))],
+            to_tag=local_tag,
+        )
         if expires == 0:
             self._remove(sub)
             self.stats["terminated"] += 1
@@ -328,8 +341,9 @@ class MwiNotifier:
         for sub in list(self._by_user.get(user, ())):
             self._notify(sub, counts=(new, old))
 
-    def _notify(self, sub: Subscription, *, terminated: bool = False,
-                counts: tuple[int, int] | None = None) -> None:
+    def _notify(
+        self, sub: Subscription, *, terminated: bool = False, counts: tuple[int, int] | None = None
+    ) -> None:
         new, old = counts if counts is not None else self.counts(sub.user)
         if terminated:
             state = "terminated;reason=timeout"
@@ -347,13 +361,19 @@ class MwiNotifier:
         lh = f"[{lhost}]" if ":" in lhost else lhost
         sub.cseq += 1
         headers: list[tuple[str, str]] = [
-            ("Via", f"SIP/2.0/{target.transport.upper()} {lh}:{lport};branch=z9hG4bK{secrets.token_hex(8)};rport"),
+            (
+                "Via",
+                f"SIP/2.0/{target.transport.upper()} {lh}:{lport};branch=z9hG4bK{secrets.token_hex(8)};rport",
+            ),
             ("Max-Forwards", "70"),
             ("From", f"<{sub.local_uri}>;tag={sub.local_tag}"),
             ("To", sub.remote),
             ("Call-ID", sub.call_id),
             ("CSeq", f"{sub.cseq} NOTIFY"),
-            ("Contact", f"<sip:mss@{lh}:{lport}{'' if target.transport == 'udp' else ';transport=' + target.transport}>"),
+            (
+                "Contact",
+                f"<sip:mss@{lh}:{lport}{'' if target.transport == 'udp' else ';transport=' + target.transport}>",
+            ),
             ("Event", sub.event),
             ("Subscription-State", state),
             ("User-Agent", self.server_name),
@@ -392,4 +412,3 @@ class MwiNotifier:
     def _flow(ctx: RequestContext) -> Target:
         s = ctx.source
         return Target(s.transport, s.host, s.port, conn=s.conn, listener=s.listener)
-

@@ -101,7 +101,9 @@ class Registrar:
         names = tuple(self.domains())
         if names != self._domains_seen:
             self._domains_seen = names
-            self._domain_set = None if not names or "*" in names else frozenset(d.lower() for d in names)
+            self._domain_set = (
+                None if not names or "*" in names else frozenset(d.lower() for d in names)
+            )
         domain_set = self._domain_set
         if domain_set is None:
             return True
@@ -234,14 +236,20 @@ class Registrar:
                 self.stats["rejected"] += 1
                 if self.decisions is not None:
                     self.decisions.record(
-                        "limit", ctx.source.host, number, f"max_devices={user.max_devices}",
-                        "REGISTER answered 403: device limit reached", now,
+                        "limit",
+                        ctx.source.host,
+                        number,
+                        f"max_devices={user.max_devices}",
+                        "REGISTER answered 403: device limit reached",
+                        now,
                     )
                 ctx.respond(403, f"Forbidden (device limit of {user.max_devices} reached)")
                 return
         self._commit(ctx, number, list(new.values()), removed=removed)
 
-    def _commit(self, ctx: RequestContext, number: str, bindings: list[BindingRecord], *, removed: int) -> None:
+    def _commit(
+        self, ctx: RequestContext, number: str, bindings: list[BindingRecord], *, removed: int
+    ) -> None:
         def done(error: Exception | None) -> None:
             if error is not None:
                 ctx.respond(500, "Server Internal Error (storage)")

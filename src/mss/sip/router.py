@@ -23,7 +23,12 @@ RequestHandler = Callable[[RequestContext], None]
 class MethodRouter:
     """Dispatches requests by method; answers OPTIONS and unknown methods itself."""
 
-    def __init__(self, *, accept: tuple[str, ...] = ("application/sdp",), supported: tuple[str, ...] = SUPPORTED_OPTIONS) -> None:
+    def __init__(
+        self,
+        *,
+        accept: tuple[str, ...] = ("application/sdp",),
+        supported: tuple[str, ...] = SUPPORTED_OPTIONS,
+    ) -> None:
         self._routes: dict[str, RequestHandler] = {}
         self._cancel: Callable[[RequestContext], None] | None = None
         self._ack: Callable[[Request, Source], None] | None = None
@@ -47,8 +52,21 @@ class MethodRouter:
     @property
     def allow(self) -> list[str]:
         methods = {"OPTIONS", "ACK", "CANCEL", *self._routes}
-        order = ["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO",
-                 "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER"]
+        order = [
+            "INVITE",
+            "ACK",
+            "CANCEL",
+            "BYE",
+            "OPTIONS",
+            "REGISTER",
+            "MESSAGE",
+            "INFO",
+            "UPDATE",
+            "PRACK",
+            "SUBSCRIBE",
+            "NOTIFY",
+            "REFER",
+        ]
         return [m for m in order if m in methods] + sorted(methods - set(order))
 
     # -- Handler protocol -------------------------------------------------------------------

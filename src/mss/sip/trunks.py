@@ -171,18 +171,27 @@ class TrunkPinger:
         """Send one OPTIONS to ``trunk`` and report the outcome."""
         previous = self._pings.pop(trunk.id, None)
         if previous is not None and not previous.done:
-            self._finish(trunk.id, previous, ok=False, status=None,
-                         reason=f"no answer within {self.interval:g} s")
+            self._finish(
+                trunk.id,
+                previous,
+                ok=False,
+                status=None,
+                reason=f"no answer within {self.interval:g} s",
+            )
         self._seq += 1
         ping = _Ping(self._seq, self.clock.now())
         self._pings[trunk.id] = ping
         try:
             addresses = await self._addresses(trunk)
         except OSError as exc:
-            self._finish(trunk.id, ping, ok=False, status=None, reason=f"cannot resolve {trunk.host}: {exc}")
+            self._finish(
+                trunk.id, ping, ok=False, status=None, reason=f"cannot resolve {trunk.host}: {exc}"
+            )
             return
         if not addresses:
-            self._finish(trunk.id, ping, ok=False, status=None, reason=f"no address for {trunk.host}")
+            self._finish(
+                trunk.id, ping, ok=False, status=None, reason=f"no address for {trunk.host}"
+            )
             return
         if ping.done or self._pings.get(trunk.id) is not ping:
             return
@@ -192,7 +201,9 @@ class TrunkPinger:
         request = self._options(trunk, target)
         ping.sent_at = self.clock.now()
         ping.deadline = self.clock.call_later(self.timeout, self._expired, trunk.id, ping)
-        self.core.send_request(request, target, lambda resp, txn: self._on_response(trunk.id, ping, resp))
+        self.core.send_request(
+            request, target, lambda resp, txn: self._on_response(trunk.id, ping, resp)
+        )
 
     def _options(self, trunk: TrunkRecord, target: Target) -> Request:
         lhost, lport = self.local_address(target.transport, target.host)
@@ -201,7 +212,10 @@ class TrunkPinger:
         tparam = "" if target.transport == "udp" else f";transport={target.transport}"
         uri = f"sip:{rh}:{target.port}{tparam}"
         headers = [
-            ("Via", f"SIP/2.0/{target.transport.upper()} {lh}:{lport};branch=z9hG4bK{secrets.token_hex(8)};rport"),
+            (
+                "Via",
+                f"SIP/2.0/{target.transport.upper()} {lh}:{lport};branch=z9hG4bK{secrets.token_hex(8)};rport",
+            ),
             ("Max-Forwards", "70"),
             ("From", f"<sip:mss@{lh}>;tag={secrets.token_hex(4)}"),
             ("To", f"<{uri}>"),
@@ -223,17 +237,30 @@ class TrunkPinger:
             self._finish(trunk_id, ping, ok=False, status=None, reason=f"no answer ({why})")
             return
         rtt = max(0.0, self.clock.now() - ping.sent_at)
-        self._finish(trunk_id, ping, ok=True, status=resp.status,
-                     reason=f"{resp.status} {resp.reason}".strip(), rtt=rtt)
+        self._finish(
+            trunk_id,
+            ping,
+            ok=True,
+            status=resp.status,
+            reason=f"{resp.status} {resp.reason}".strip(),
+            rtt=rtt,
+        )
 
     def _expired(self, trunk_id: str, ping: _Ping) -> None:
         ping.deadline = None
         if not ping.done:
-            self._finish(trunk_id, ping, ok=False, status=None,
-                         reason=f"no answer within {self.timeout:g} s")
+            self._finish(
+                trunk_id, ping, ok=False, status=None, reason=f"no answer within {self.timeout:g} s"
+            )
 
     def _finish(
-        self, trunk_id: str, ping: _Ping, *, ok: bool, status: int | None, reason: str,
+        self,
+        trunk_id: str,
+        ping: _Ping,
+        *,
+        ok: bool,
+        status: int | None,
+        reason: str,
         rtt: float | None = None,
     ) -> None:
         if ping.done:

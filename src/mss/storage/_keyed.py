@@ -111,7 +111,9 @@ class KeyedSpec(Generic[R]):
 
     def update_params(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """Parameters of :attr:`update_sql` for ``row``."""
-        params = [v for c, v in zip(self.columns, row, strict=True) if c not in ("id", "created_at")]
+        params = [
+            v for c, v in zip(self.columns, row, strict=True) if c not in ("id", "created_at")
+        ]
         return (*params, row[0])
 
     def from_row(self, row: Sequence[Any]) -> R:
@@ -148,7 +150,9 @@ def _strings(*names: str) -> Callable[[Any], None]:
 
 def _transport(record: Any) -> None:
     if record.transport not in _TRANSPORTS:
-        raise ValueError(f"transport must be one of {', '.join(_TRANSPORTS)}, got {record.transport!r}")
+        raise ValueError(
+            f"transport must be one of {', '.join(_TRANSPORTS)}, got {record.transport!r}"
+        )
 
 
 def _optional_limit(*names: str) -> Callable[[Any], None]:
@@ -208,6 +212,7 @@ ROUTES: KeyedSpec[RouteRecord] = KeyedSpec(
     checks=(
         _nonempty("target"),
         _strings("prefix", "target", "prepend", "fallback"),
-        _int_min("strip", 0), _int_min("priority", -(2**31), 2**31),
+        _int_min("strip", 0),
+        _int_min("priority", -(2**31), 2**31),
     ),
 )

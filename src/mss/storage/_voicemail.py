@@ -26,11 +26,25 @@ __all__ = (
 )
 
 MESSAGE_COLUMNS = (
-    "id", "user", "caller", "caller_display", "call_id", "started_at", "duration", "path", "read",
+    "id",
+    "user",
+    "caller",
+    "caller_display",
+    "call_id",
+    "started_at",
+    "duration",
+    "path",
+    "read",
     "created_at",
 )
 MAIL_COLUMNS = (
-    "message_id", "recipient", "attempts", "next_try", "state", "last_error", "updated_at",
+    "message_id",
+    "recipient",
+    "attempts",
+    "next_try",
+    "state",
+    "last_error",
+    "updated_at",
 )
 
 
@@ -88,28 +102,55 @@ def message_row(record: VoicemailRecord, *, created: float) -> tuple[Any, ...]:
     """The checked row of ``record`` with ``created_at`` = ``created``."""
     check_message(record)
     return (
-        record.id, record.user, record.caller, record.caller_display, record.call_id,
-        float(record.started_at), float(record.duration), record.path, 1 if record.read else 0,
+        record.id,
+        record.user,
+        record.caller,
+        record.caller_display,
+        record.call_id,
+        float(record.started_at),
+        float(record.duration),
+        record.path,
+        1 if record.read else 0,
         float(created),
     )
 
 
 def message_from_row(row: Sequence[Any]) -> VoicemailRecord:
     return VoicemailRecord(
-        id=row[0], user=row[1], caller=row[2], caller_display=row[3], call_id=row[4],
-        started_at=row[5], duration=row[6], path=row[7], read=bool(row[8]), created_at=row[9],
+        id=row[0],
+        user=row[1],
+        caller=row[2],
+        caller_display=row[3],
+        call_id=row[4],
+        started_at=row[5],
+        duration=row[6],
+        path=row[7],
+        read=bool(row[8]),
+        created_at=row[9],
     )
 
 
 def mail_row(mail: VoicemailMailRecord, *, updated: float) -> tuple[Any, ...]:
     """The checked row of ``mail`` with ``updated_at`` = ``updated``."""
     check_mail(mail)
-    return (mail.message_id, mail.to, mail.attempts, float(mail.next_try), mail.state,
-            mail.last_error, float(updated))
+    return (
+        mail.message_id,
+        mail.to,
+        mail.attempts,
+        float(mail.next_try),
+        mail.state,
+        mail.last_error,
+        float(updated),
+    )
 
 
 def mail_from_row(row: Sequence[Any]) -> VoicemailMailRecord:
     return VoicemailMailRecord(
-        message_id=row[0], to=row[1], attempts=row[2], next_try=row[3], state=row[4],
-        last_error=row[5], updated_at=row[6],
+        message_id=row[0],
+        to=row[1],
+        attempts=row[2],
+        next_try=row[3],
+        state=row[4],
+        last_error=row[5],
+        updated_at=row[6],
     )

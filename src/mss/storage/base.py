@@ -50,6 +50,7 @@ from typing import Protocol, TypeVar
 
 __all__ = (
     "CDR_RESULTS",
+    "MAIL_STATES",
     "BanRecord",
     "BanRepo",
     "BindingRecord",
@@ -75,7 +76,6 @@ __all__ = (
     "TrunkRepo",
     "UserRecord",
     "UserRepo",
-    "MAIL_STATES",
     "VoicemailMailRecord",
     "VoicemailRecord",
     "VoicemailRepo",

@@ -544,7 +544,9 @@ class MemoryKeyed(Generic[_R]):
             raise AlreadyExists(spec.entity, row[0])
         now = self._s.clock()
         created = row[spec.created_index] or now
-        rows[row[0]] = spec.stamped(row, created=created, updated=row[spec.updated_index] or created)
+        rows[row[0]] = spec.stamped(
+            row, created=created, updated=row[spec.updated_index] or created
+        )
         self._s.log(spec.entity, row[0], "put", now)
 
     async def update(self, record: _R) -> None:
@@ -595,7 +597,9 @@ class MemoryVoicemail:
 
     async def for_user(self, user: str) -> builtins.list[VoicemailRecord]:
         self._s.check()
-        rows = sorted((r for r in self._s.voicemail.values() if r[1] == user), key=lambda r: (r[5], r[0]))
+        rows = sorted(
+            (r for r in self._s.voicemail.values() if r[1] == user), key=lambda r: (r[5], r[0])
+        )
         return [_voicemail.message_from_row(r) for r in rows]
 
     async def summary(self) -> dict[str, tuple[int, int]]:
@@ -614,7 +618,9 @@ class MemoryVoicemail:
         mail_row = None
         if mail is not None:
             if mail.message_id != record.id:
-                raise ValueError(f"message_id {mail.message_id!r} is not the message's id {record.id!r}")
+                raise ValueError(
+                    f"message_id {mail.message_id!r} is not the message's id {record.id!r}"
+                )
             mail_row = _voicemail.mail_row(mail, updated=mail.updated_at or now)
         if record.id in s.voicemail:
             raise AlreadyExists("voicemail", record.id)
@@ -653,8 +659,10 @@ class MemoryVoicemail:
 
     async def mails(self, state: str | None = None) -> builtins.list[VoicemailMailRecord]:
         self._s.check()
-        rows = sorted((r for r in self._s.outbox.values() if state is None or r[4] == state),
-                      key=lambda r: (r[3], r[0]))
+        rows = sorted(
+            (r for r in self._s.outbox.values() if state is None or r[4] == state),
+            key=lambda r: (r[3], r[0]),
+        )
         return [_voicemail.mail_from_row(r) for r in rows]
 
     async def due_mails(self, now: float, limit: int = 100) -> builtins.list[VoicemailMailRecord]:

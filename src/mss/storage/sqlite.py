@@ -896,7 +896,8 @@ class SqliteTrunks(SqliteKeyed[TrunkRecord]):
 
     async def by_address(self, host: str, port: int) -> TrunkRecord | None:
         row = self._db.one(
-            _keyed.TRUNKS.select + " WHERE host = ? AND port = ? AND enabled = 1 ORDER BY id LIMIT 1",
+            _keyed.TRUNKS.select
+            + " WHERE host = ? AND port = ? AND enabled = 1 ORDER BY id LIMIT 1",
             (host, port),
         )
         return None if row is None else _keyed.TRUNKS.from_row(row)
@@ -947,7 +948,9 @@ class SqliteVoicemail:
         mail_row = None
         if mail is not None:
             if mail.message_id != record.id:
-                raise ValueError(f"message_id {mail.message_id!r} is not the message's id {record.id!r}")
+                raise ValueError(
+                    f"message_id {mail.message_id!r} is not the message's id {record.id!r}"
+                )
             mail_row = _voicemail.mail_row(mail, updated=mail.updated_at or now)
         with self._db.write(2) as conn:
             try:
@@ -991,14 +994,17 @@ class SqliteVoicemail:
         if state is None:
             rows = self._db.rows(_MAIL_SELECT + " ORDER BY next_try, message_id")
         else:
-            rows = self._db.rows(_MAIL_SELECT + " WHERE state = ? ORDER BY next_try, message_id", (state,))
+            rows = self._db.rows(
+                _MAIL_SELECT + " WHERE state = ? ORDER BY next_try, message_id", (state,)
+            )
         return [_voicemail.mail_from_row(row) for row in rows]
 
     async def due_mails(self, now: float, limit: int = 100) -> builtins.list[VoicemailMailRecord]:
         if limit < 0:
             raise ValueError("limit must be >= 0")
         rows = self._db.rows(
-            _MAIL_SELECT + " WHERE state = 'queued' AND next_try <= ? ORDER BY next_try, message_id LIMIT ?",
+            _MAIL_SELECT
+            + " WHERE state = 'queued' AND next_try <= ? ORDER BY next_try, message_id LIMIT ?",
             (now, limit),
         )
         return [_voicemail.mail_from_row(row) for row in rows]

@@ -167,7 +167,6 @@ cdef class Receiver:
         cdef int count = 0
         cdef int dropped = 0
         cdef int want, got, i, err
-        cdef unsigned int vlen
         cdef sockaddr_storage *name
         cdef const unsigned char *key
         cdef int key_len

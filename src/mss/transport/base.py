@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ("RELIABLE", "Gate", "Sink", "Source", "Target", "TransportStats")
 
+
 class Sink(Protocol):
     """What the transports deliver to (implemented by ``mss.sip.core.SipCore``)."""
 
@@ -44,6 +45,18 @@ class TransportStats:
         "stateless_errors",
         "stun_requests",
     )
+    connections_closed: int
+    connections_opened: int
+    connections_refused: int
+    dropped_banned: int
+    dropped_garbage: int
+    keepalives: int
+    messages_in: int
+    messages_out: int
+    parse_errors: int
+    send_errors: int
+    stateless_errors: int
+    stun_requests: int
 
     def __init__(self) -> None:
         for name in self.__slots__:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from fastsip.timerwheel import TimerWheel
 
@@ -77,7 +77,8 @@ class Clock:
         # asyncio may run a handle up to its clock resolution early: never pass a time before the
         # deadline we armed for, or the wheel would (correctly) fire nothing and we would spin.
         now = max(self._loop.time(), armed)
-        for callback, args in self._wheel.advance(now):
+        for payload in self._wheel.advance(now):
+            callback, args = cast("tuple[Callable[..., Any], tuple[Any, ...]]", payload)
             self.fired += 1
             try:
                 callback(*args)

@@ -108,11 +108,15 @@ class UdpListener:
     POLL_BATCH = 64  #: datagrams read per poll at most (the rest at the next loop turn)
     POLL_INTERVAL = 0.001  #: seconds between two polls under load
     POLL_ENTER_RATE = 5000.0  #: datagrams per second that switch from readiness to polling
-    POLL_EXIT_RATE = 1000.0  #: ... and back (below it polling wakes up more often than datagrams come)
+    POLL_EXIT_RATE = (
+        1000.0  #: ... and back (below it polling wakes up more often than datagrams come)
+    )
     RATE_WINDOW = 0.01  #: seconds over which the arrival rate is measured
     SEND_QUEUE_MAX = 4096  #: datagrams waiting for a writable socket, at most (then dropped)
 
-    def __init__(self, layer: TransportLayer, info: ListenerInfo, *, stun_only: bool = False) -> None:
+    def __init__(
+        self, layer: TransportLayer, info: ListenerInfo, *, stun_only: bool = False
+    ) -> None:
         self.layer = layer
         self.info = info
         self.stun_only = stun_only
@@ -399,7 +403,9 @@ class UdpListener:
 class StreamConnection(asyncio.Protocol):
     """One TCP or TLS connection, incoming or outgoing, framed by a StreamParser."""
 
-    def __init__(self, layer: TransportLayer, transport_name: str, info: ListenerInfo | None) -> None:
+    def __init__(
+        self, layer: TransportLayer, transport_name: str, info: ListenerInfo | None
+    ) -> None:
         self.layer = layer
         self.name = transport_name
         self.info = info
@@ -688,7 +694,11 @@ class TransportLayer:
         if task is None:
             task = asyncio.ensure_future(self._connect(transport, host, port))
             self._pending[key] = task
-            task.add_done_callback(lambda _t, key=key: self._pending.pop(key, None))
+
+            def _forget(_t: asyncio.Task[StreamConnection | None]) -> None:
+                self._pending.pop(key, None)
+
+            task.add_done_callback(_forget)
 
         def _send(t: asyncio.Task[StreamConnection | None]) -> None:
             if t.cancelled() or t.exception() is not None or t.result() is None:

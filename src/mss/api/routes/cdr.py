@@ -30,11 +30,26 @@ _SCAN_LIMIT = 200_000
 
 def cdr_out(r: CdrRecord) -> CdrOut:
     return CdrOut(
-        id=r.id, caller=r.caller, dialed=r.dialed, callee=r.callee, setup_at=r.setup_at,
-        ring_at=r.ring_at, answer_at=r.answer_at, end_at=r.end_at, duration=r.duration,
-        status=r.status, cause=r.cause, reason=r.reason, hangup=r.hangup, result=r.result,
-        direction=r.direction, route=r.route, call_id=r.call_id, caller_addr=r.caller_addr,
-        callee_addr=r.callee_addr, extra=dict(r.extra),
+        id=r.id,
+        caller=r.caller,
+        dialed=r.dialed,
+        callee=r.callee,
+        setup_at=r.setup_at,
+        ring_at=r.ring_at,
+        answer_at=r.answer_at,
+        end_at=r.end_at,
+        duration=r.duration,
+        status=r.status,
+        cause=r.cause,
+        reason=r.reason,
+        hangup=r.hangup,
+        result=r.result,
+        direction=r.direction,
+        route=r.route,
+        call_id=r.call_id,
+        caller_addr=r.caller_addr,
+        callee_addr=r.callee_addr,
+        extra=dict(r.extra),
     )
 
 
@@ -42,16 +57,23 @@ def _day(date: str, field: str = "date") -> tuple[float, float]:
     try:
         return day_bounds(datetime.date.fromisoformat(date).isoformat())
     except (ValueError, OverflowError, OSError):
-        raise ApiProblem(422, f"{field}: not a valid YYYY-MM-DD date: {date!r}",
-                         field=field) from None
+        raise ApiProblem(
+            422, f"{field}: not a valid YYYY-MM-DD date: {date!r}", field=field
+        ) from None
 
 
 @router.get("/cdr", response_model=CdrPage, tags=["cdr"], responses=problem_responses(401, 422))
 async def query_cdr(
     svc: Services,
     _: ReadToken,
-    date: Annotated[str | None, Query(pattern=DATE_PATTERN, json_schema_extra=DATE_SCHEMA,
-                                      description="one local day, YYYY-MM-DD")] = None,
+    date: Annotated[
+        str | None,
+        Query(
+            pattern=DATE_PATTERN,
+            json_schema_extra=DATE_SCHEMA,
+            description="one local day, YYYY-MM-DD",
+        ),
+    ] = None,
     since: Annotated[
         float | None, Query(ge=0, le=1e11, description="setup at or after (epoch seconds)")
     ] = None,
@@ -59,7 +81,8 @@ async def query_cdr(
         float | None, Query(ge=0, le=1e11, description="setup before (epoch seconds)")
     ] = None,
     user: Annotated[
-        str | None, Query(min_length=1, max_length=64, description="caller, dialled number or callee")
+        str | None,
+        Query(min_length=1, max_length=64, description="caller, dialled number or callee"),
     ] = None,
     result: Annotated[Result | None, Query(description="only records with this result")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -74,15 +97,17 @@ async def query_cdr(
     if since is not None and until is not None and until <= since:
         return CdrPage(items=[], limit=limit, offset=offset, next_offset=None)
     if result is None:
-        rows = await repo.query(since=since, until=until, number=user, limit=limit + 1,
-                                offset=offset)
+        rows = await repo.query(
+            since=since, until=until, number=user, limit=limit + 1, offset=offset
+        )
         more = len(rows) > limit
         rows = rows[:limit]
     else:
         rows, skip, pos, more = [], offset, 0, False
         while pos < _SCAN_LIMIT:
-            page = await repo.query(since=since, until=until, number=user, limit=_SCAN_PAGE,
-                                    offset=pos)
+            page = await repo.query(
+                since=since, until=until, number=user, limit=_SCAN_PAGE, offset=pos
+            )
             pos += len(page)
             for r in page:
                 if r.result != result:
@@ -109,14 +134,17 @@ async def query_cdr(
     tags=["cdr"],
     response_class=Response,
     responses={
-        200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-              "description": "one line per call, with a header line"},
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "one line per call, with a header line",
+        },
         **problem_responses(401, 422),
     },
 )
 async def cdr_csv(
-    date: Annotated[str, Path(pattern=DATE_PATTERN, json_schema_extra=DATE_SCHEMA,
-                              description="YYYY-MM-DD")],
+    date: Annotated[
+        str, Path(pattern=DATE_PATTERN, json_schema_extra=DATE_SCHEMA, description="YYYY-MM-DD")
+    ],
     svc: Services,
     _: ReadToken,
 ) -> Response:

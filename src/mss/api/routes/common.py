@@ -40,6 +40,8 @@ async def strict_query(request: Request) -> None:
     params = request.query_params
     for key in params:
         if key not in known:
-            raise ApiProblem(422, f"{key or '(empty)'}: unknown query parameter", field=key or "query")
+            raise ApiProblem(
+                422, f"{key or '(empty)'}: unknown query parameter", field=key or "query"
+            )
         if len(params.getlist(key)) > 1:
             raise ApiProblem(422, f"{key}: given more than once", field=key)

@@ -57,8 +57,11 @@ async def events(websocket: WebSocket) -> None:
         types = [t.strip() for t in raw.split(",") if t.strip()]
         unknown = [t for t in types if t not in EVENT_TYPES]
         if unknown:
-            await _deny(websocket, 422, f"types: unknown event type {unknown[0]!r}; "
-                                        f"expected {', '.join(EVENT_TYPES)}")
+            await _deny(
+                websocket,
+                422,
+                f"types: unknown event type {unknown[0]!r}; expected {', '.join(EVENT_TYPES)}",
+            )
             return
     try:
         sub = svc.hub.subscribe(types)

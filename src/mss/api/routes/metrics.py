@@ -69,8 +69,10 @@ class ServerCollector(Collector):
                 if name in stats:
                     yield CounterMetricFamily(f"mss_transport_{name}", help_text, value=stats[name])
             drops = CounterMetricFamily(
-                "mss_sip_dropped", "messages dropped without processing, by reason",
-                labels=["reason"])
+                "mss_sip_dropped",
+                "messages dropped without processing, by reason",
+                labels=["reason"],
+            )
             drops.add_metric(["banned"], stats.get("dropped_banned", 0))
             drops.add_metric(["garbage"], stats.get("dropped_garbage", 0))
             drops.add_metric(["parse_error"], stats.get("parse_errors", 0))
@@ -79,39 +81,52 @@ class ServerCollector(Collector):
             yield drops
         yield GaugeMetricFamily("mss_users", "local users", value=len(svc.users))
         all_live = svc.location.all()
-        yield GaugeMetricFamily("mss_registrations", "live bindings (registered contacts)",
-                                value=sum(len(b) for b in all_live.values()))
-        yield GaugeMetricFamily("mss_registered_users", "users with at least one live binding",
-                                value=len(all_live))
+        yield GaugeMetricFamily(
+            "mss_registrations",
+            "live bindings (registered contacts)",
+            value=sum(len(b) for b in all_live.values()),
+        )
+        yield GaugeMetricFamily(
+            "mss_registered_users", "users with at least one live binding", value=len(all_live)
+        )
         if svc.security is not None:
-            yield GaugeMetricFamily("mss_bans_active", "sources banned now",
-                                    value=len(svc.security.bans()))
-            sec = CounterMetricFamily("mss_security_events", "fail-to-ban counters",
-                                      labels=["event"])
+            yield GaugeMetricFamily(
+                "mss_bans_active", "sources banned now", value=len(svc.security.bans())
+            )
+            sec = CounterMetricFamily(
+                "mss_security_events", "fail-to-ban counters", labels=["event"]
+            )
             for key, value in svc.security.stats.items():
                 sec.add_metric([key], value)
             yield sec
         if svc.blacklist is not None:
-            bl = CounterMetricFamily("mss_blacklist_calls", "calls screened by the system "
-                                     "blacklist", labels=["outcome"])
+            bl = CounterMetricFamily(
+                "mss_blacklist_calls", "calls screened by the system blacklist", labels=["outcome"]
+            )
             for key, value in svc.blacklist.stats.items():
                 bl.add_metric([key], value)
             yield bl
-            yield GaugeMetricFamily("mss_blacklist_records", "system blacklist records",
-                                    value=len(svc.blacklist))
+            yield GaugeMetricFamily(
+                "mss_blacklist_records", "system blacklist records", value=len(svc.blacklist)
+            )
         for name, source in sorted((svc.counters or {}).items()):
             fam = CounterMetricFamily(f"mss_{name}_events", f"{name} counters", labels=["event"])
             for key, value in source.stats.items():
                 fam.add_metric([key], value)
             yield fam
         if svc.calls is not None:
-            yield GaugeMetricFamily("mss_calls_active", "calls in progress",
-                                    value=len(svc.calls.active_calls()))
+            yield GaugeMetricFamily(
+                "mss_calls_active", "calls in progress", value=len(svc.calls.active_calls())
+            )
         if svc.trunks is not None:
-            calls = GaugeMetricFamily("mss_trunk_calls", "active calls per trunk and direction",
-                                      labels=["trunk", "direction"])
-            up = GaugeMetricFamily("mss_trunk_up", "1 unless OPTIONS pings found the trunk down",
-                                   labels=["trunk"])
+            calls = GaugeMetricFamily(
+                "mss_trunk_calls",
+                "active calls per trunk and direction",
+                labels=["trunk", "direction"],
+            )
+            up = GaugeMetricFamily(
+                "mss_trunk_up", "1 unless OPTIONS pings found the trunk down", labels=["trunk"]
+            )
             for trunk in svc.trunks.trunks():
                 for direction in ("in", "out"):
                     calls.add_metric([trunk.id, direction], svc.trunks.active(trunk.id, direction))
@@ -119,63 +134,85 @@ class ServerCollector(Collector):
             yield calls
             yield up
         if svc.lines is not None:
-            state = GaugeMetricFamily("mss_line_state", "external line registration state "
-                                      "(1 for the current state)", labels=["line", "state"])
+            state = GaugeMetricFamily(
+                "mss_line_state",
+                "external line registration state (1 for the current state)",
+                labels=["line", "state"],
+            )
             for st in svc.lines.statuses():
                 state.add_metric([str(st["line"]), str(st["state"])], 1)
             yield state
-        yield GaugeMetricFamily("mss_event_subscribers", "connected /events clients",
-                                value=len(svc.hub))
+        yield GaugeMetricFamily(
+            "mss_event_subscribers", "connected /events clients", value=len(svc.hub)
+        )
         ev = CounterMetricFamily("mss_events", "event channel counters", labels=["event"])
         for key, value in svc.hub.stats.items():
             ev.add_metric([key], value)
         yield ev
-        yield CounterMetricFamily("mss_decisions_recorded", "rejecting decisions recorded for "
-                                  "/explain", value=svc.decisions.recorded)
+        yield CounterMetricFamily(
+            "mss_decisions_recorded",
+            "rejecting decisions recorded for /explain",
+            value=svc.decisions.recorded,
+        )
 
     def _info(self) -> Iterator[Metric]:
         info = dict(self.svc.system.system_info()) if self.svc.system is not None else {}
         fam = InfoMetricFamily("mss_build", "version and whether the Cython extensions are used")
-        fam.add_metric([], {
-            "version": str(info.get("version", "")),
-            "extensions": "true" if info.get("using_extensions") else "false",
-            "event_loop": str(info.get("event_loop", "")),
-        })
+        fam.add_metric(
+            [],
+            {
+                "version": str(info.get("version", "")),
+                "extensions": "true" if info.get("using_extensions") else "false",
+                "event_loop": str(info.get("event_loop", "")),
+            },
+        )
         yield fam
         if "uptime" in info:
-            yield GaugeMetricFamily("mss_uptime_seconds", "seconds since the server started",
-                                    value=float(info["uptime"]))
+            yield GaugeMetricFamily(
+                "mss_uptime_seconds",
+                "seconds since the server started",
+                value=float(info["uptime"]),
+            )
         started = info.get("started_at")
         if started is not None:
-            yield GaugeMetricFamily("mss_start_time_seconds", "start time, epoch seconds",
-                                    value=float(started))
+            yield GaugeMetricFamily(
+                "mss_start_time_seconds", "start time, epoch seconds", value=float(started)
+            )
 
     @staticmethod
     def _core(c: CoreCounters) -> Iterator[Metric]:
-        rin = CounterMetricFamily("mss_sip_requests_received", "SIP requests received, by method",
-                                  labels=["method"])
+        rin = CounterMetricFamily(
+            "mss_sip_requests_received", "SIP requests received, by method", labels=["method"]
+        )
         for method, n in sorted(c.requests_in.items()):
             rin.add_metric([method], n)
         yield rin
-        rout = CounterMetricFamily("mss_sip_requests_sent", "SIP requests sent, by method",
-                                   labels=["method"])
+        rout = CounterMetricFamily(
+            "mss_sip_requests_sent", "SIP requests sent, by method", labels=["method"]
+        )
         for method, n in sorted(c.requests_out.items()):
             rout.add_metric([method], n)
         yield rout
-        sin = CounterMetricFamily("mss_sip_responses_received", "SIP responses received, "
-                                  "by status", labels=["status"])
+        sin = CounterMetricFamily(
+            "mss_sip_responses_received", "SIP responses received, by status", labels=["status"]
+        )
         for status, n in sorted(c.responses_in.items()):
             sin.add_metric([str(status)], n)
         yield sin
-        sout = CounterMetricFamily("mss_sip_responses_sent", "SIP responses sent, by status",
-                                   labels=["status"])
+        sout = CounterMetricFamily(
+            "mss_sip_responses_sent", "SIP responses sent, by status", labels=["status"]
+        )
         for status, n in sorted(c.responses_out.items()):
             sout.add_metric([str(status)], n)
         yield sout
-        yield CounterMetricFamily("mss_sip_retransmissions", "request retransmissions absorbed "
-                                  "by transactions", value=c.stats.get("retransmissions", 0))
-        yield CounterMetricFamily("mss_sip_invalid", "messages failing validation",
-                                  value=c.stats.get("invalid", 0))
+        yield CounterMetricFamily(
+            "mss_sip_retransmissions",
+            "request retransmissions absorbed by transactions",
+            value=c.stats.get("retransmissions", 0),
+        )
+        yield CounterMetricFamily(
+            "mss_sip_invalid", "messages failing validation", value=c.stats.get("invalid", 0)
+        )
         txn = GaugeMetricFamily("mss_sip_transactions", "open transactions", labels=["kind"])
         txn.add_metric(["server"], c.layer.server_count)
         txn.add_metric(["client"], c.layer.client_count)
@@ -202,8 +239,10 @@ class ServerCollector(Collector):
     tags=["system"],
     response_class=Response,
     responses={
-        200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-              "description": "Prometheus text exposition format 0.0.4"},
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format 0.0.4",
+        },
         **problem_responses(401, 422),
     },
 )

@@ -177,7 +177,9 @@ async def localuser_set(request: Request, data: DataParam = None) -> dict[str, A
                 raise ApiProblem(422, "usrpwd: nothing to change", field="usrpwd")
             await svc.users.update(number, password=password, **fields)
     except UserError as e:
-        field = {"number": "usrname", "password": "usrpwd", "name": "dispname"}.get(e.field, e.field)
+        field = {"number": "usrname", "password": "usrpwd", "name": "dispname"}.get(
+            e.field, e.field
+        )
         status = 409 if "already exists" in e.reason else 422
         raise ApiProblem(status, f"{field}: {e.reason}", field=field) from None
     return {"result": "success", "usrname": number}

@@ -47,15 +47,18 @@ TARGET_PATTERN = (
 _PARAM = r"[A-Za-z0-9_.\-]+(=[A-Za-z0-9_.\-]*)?"
 URI_PARAMS_PATTERN = rf"^({_PARAM}(;{_PARAM})*)?$"
 Transport = Literal["udp", "tcp", "tls"]
-_HOST_SCHEMA: dict[str, Any] = {"anyOf": [
-    {"type": "string", "format": "ipv4"},
-    {"type": "string", "format": "ipv6"},
-    {"type": "string", "pattern": rf"^{_HOST}$"},
-]}
+_HOST_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "format": "ipv4"},
+        {"type": "string", "format": "ipv6"},
+        {"type": "string", "pattern": rf"^{_HOST}$"},
+    ]
+}
 Limit = Annotated[int, Strict(), Field(ge=0, le=10000), JSON_INT]
 _strict_in = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
-_patch = ConfigDict(extra="forbid", strict=True, populate_by_name=True,
-                    json_schema_extra={"minProperties": 1})
+_patch = ConfigDict(
+    extra="forbid", strict=True, populate_by_name=True, json_schema_extra={"minProperties": 1}
+)
 #: ``register`` is an attribute of pydantic models (abc): the field is ``register_`` in Python
 #: and ``register`` in JSON.
 REGISTER = "register"
@@ -94,14 +97,21 @@ class LineIn(BaseModel):
     password: Annotated[str, Field(max_length=256, description="write-only")] = ""
     auth_user: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+@\-]{0,256}$")] = ""
     auth_with_domain: bool = Field(default=False, description="authorization ID account@domain")
-    proxy: Annotated[str, Field(pattern=_or_empty(HOSTPORT_PATTERN),
-                                description='outbound proxy ("Via" address) host[:port]')] = ""
+    proxy: Annotated[
+        str,
+        Field(
+            pattern=_or_empty(HOSTPORT_PATTERN),
+            description='outbound proxy ("Via" address) host[:port]',
+        ),
+    ] = ""
     transport: Transport = "udp"
     register_: bool = Field(default=True, alias="register", description="register to the provider")
     expires: Annotated[int, Strict(), Field(ge=1, le=604800), JSON_INT] = 3600
     new_call_id: bool | None = Field(default=None, description="null = the global default")
-    owner: Annotated[str, Field(pattern=_or_empty(NUMBER_PATTERN),
-                                description="local user receiving incoming calls")] = ""
+    owner: Annotated[
+        str,
+        Field(pattern=_or_empty(NUMBER_PATTERN), description="local user receiving incoming calls"),
+    ] = ""
     max_calls: Limit | None = None
     no_answer_timeout: Annotated[int, Strict(), Field(ge=0, le=3600), JSON_INT] = 0
     enabled: bool = True
@@ -163,16 +173,23 @@ class TrunkIn(BaseModel):
     model_config = _strict_in
 
     id: Annotated[str, Field(pattern=ID_PATTERN)]
-    host: Annotated[str, Field(max_length=253, json_schema_extra=_HOST_SCHEMA,
-                               description="the peer's IP address or host name")]
+    host: Annotated[
+        str,
+        Field(
+            max_length=253,
+            json_schema_extra=_HOST_SCHEMA,
+            description="the peer's IP address or host name",
+        ),
+    ]
     port: Annotated[int, Strict(), Field(ge=1, le=65535), JSON_INT] = 5060
     transport: Transport = "udp"
     name: Annotated[str, Field(max_length=128, pattern=r"^[^\r\n]*$")] = ""
     max_incoming: Limit | None = Field(default=None, description="null = unlimited, 0 = refused")
     max_outgoing: Limit | None = Field(default=None, description="null = unlimited, 0 = refused")
     enabled: bool = True
-    caller_number: Annotated[str, Field(pattern=_or_empty(NUMBER_PATTERN),
-                                        description="unified caller number")] = ""
+    caller_number: Annotated[
+        str, Field(pattern=_or_empty(NUMBER_PATTERN), description="unified caller number")
+    ] = ""
     uri_params: Annotated[str, Field(pattern=URI_PARAMS_PATTERN, max_length=256)] = ""
     ping: bool = Field(default=True, description="OPTIONS pings give an up/down state")
 
@@ -217,14 +234,16 @@ class RouteIn(BaseModel):
 
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     prefix: Annotated[str, Field(pattern=DIGITS_PATTERN, description="longest match wins")]
-    target: Annotated[str, Field(pattern=TARGET_PATTERN,
-                                 description="user[:NUMBER], line[:ID] or trunk:ID")]
+    target: Annotated[
+        str, Field(pattern=TARGET_PATTERN, description="user[:NUMBER], line[:ID] or trunk:ID")
+    ]
     priority: Annotated[int, Strict(), Field(ge=-1000000, le=1000000), JSON_INT] = 0
     strip: Annotated[int, Strict(), Field(ge=0, le=32), JSON_INT] = 0
     prepend: Annotated[str, Field(pattern=DIGITS_PATTERN)] = ""
     enabled: bool = True
-    fallback: Annotated[str, Field(pattern=_or_empty(ID_PATTERN),
-                                   description="route tried when this one fails")] = ""
+    fallback: Annotated[
+        str, Field(pattern=_or_empty(ID_PATTERN), description="route tried when this one fails")
+    ] = ""
 
 
 class RoutePatch(BaseModel):
@@ -299,8 +318,9 @@ def _line_out(svc: ApiServices, r: LineRecord) -> LineOut:
     fields.pop("password")
     fields.pop("extra")
     fields["register_"] = fields.pop("register")
-    return LineOut(**fields, has_password=bool(r.password),
-                   status=None if st is None else st.as_dict())
+    return LineOut(
+        **fields, has_password=bool(r.password), status=None if st is None else st.as_dict()
+    )
 
 
 def _trunk_out(svc: ApiServices, r: TrunkRecord) -> TrunkOut:
@@ -319,15 +339,21 @@ def _route_out(r: RouteRecord) -> RouteOut:
 # -- lines -----------------------------------------------------------------------------------
 
 
-@router.get("/lines", response_model=list[LineOut], tags=["lines"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/lines", response_model=list[LineOut], tags=["lines"], responses=problem_responses(401, 422)
+)
 async def list_lines(svc: Services, _: ReadToken) -> list[LineOut]:
     """External lines with their registration state."""
     return [_line_out(svc, r) for r in await svc.storage.lines.list()]
 
 
-@router.post("/lines", response_model=LineOut, status_code=201, tags=["lines"],
-             responses=problem_responses(400, 401, 403, 409, 422))
+@router.post(
+    "/lines",
+    response_model=LineOut,
+    status_code=201,
+    tags=["lines"],
+    responses=problem_responses(400, 401, 403, 409, 422),
+)
 async def add_line(body: LineIn, svc: Services, _: WriteToken) -> LineOut:
     """Add a line (as ``mss line add``); the server registers it within a second."""
     now = time.time()
@@ -336,14 +362,22 @@ async def add_line(body: LineIn, svc: Services, _: WriteToken) -> LineOut:
     return _line_out(svc, await _get(svc.storage.lines, record.id, "line"))
 
 
-@router.get("/lines/{id}", response_model=LineOut, tags=["lines"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/lines/{id}",
+    response_model=LineOut,
+    tags=["lines"],
+    responses=problem_responses(401, 404, 422),
+)
 async def get_line(id: Id, svc: Services, _: ReadToken) -> LineOut:
     return _line_out(svc, await _get(svc.storage.lines, id, "line"))
 
 
-@router.patch("/lines/{id}", response_model=LineOut, tags=["lines"],
-              responses=problem_responses(400, 401, 403, 404, 422))
+@router.patch(
+    "/lines/{id}",
+    response_model=LineOut,
+    tags=["lines"],
+    responses=problem_responses(400, 401, 403, 404, 422),
+)
 async def update_line(id: Id, body: LinePatch, svc: Services, _: WriteToken) -> LineOut:
     old = await _get(svc.storage.lines, id, "line")
     record = dataclasses.replace(old, **_changes(body))
@@ -351,24 +385,33 @@ async def update_line(id: Id, body: LinePatch, svc: Services, _: WriteToken) -> 
     return _line_out(svc, await _get(svc.storage.lines, id, "line"))
 
 
-@router.delete("/lines/{id}", status_code=204, tags=["lines"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/lines/{id}", status_code=204, tags=["lines"], responses=problem_responses(401, 403, 404, 422)
+)
 async def delete_line(id: Id, svc: Services, _: WriteToken) -> Response:
     if not await svc.storage.lines.delete(id):
         raise ApiProblem(404, f"no line {id}", field="id")
     return Response(status_code=204)
 
 
-@router.get("/lines/{id}/history", response_model=list[dict[str, Any]], tags=["lines"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/lines/{id}/history",
+    response_model=list[dict[str, Any]],
+    tags=["lines"],
+    responses=problem_responses(401, 404, 422),
+)
 async def line_history(id: Id, svc: Services, _: ReadToken) -> list[dict[str, Any]]:
     """The line's registration state changes in this server, oldest first."""
     await _get(svc.storage.lines, id, "line")
     return svc.lines.history(id) if svc.lines is not None else []
 
 
-@router.post("/lines/{id}/register-now", status_code=202, tags=["lines"],
-             responses=problem_responses(401, 403, 404, 422))
+@router.post(
+    "/lines/{id}/register-now",
+    status_code=202,
+    tags=["lines"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def register_now(id: Id, svc: Services, _: WriteToken) -> Response:
     """Register the line now (the server picks the request up within a second)."""
     await _get(svc.storage.lines, id, "line")
@@ -379,15 +422,21 @@ async def register_now(id: Id, svc: Services, _: WriteToken) -> Response:
 # -- trunks ----------------------------------------------------------------------------------
 
 
-@router.get("/trunks", response_model=list[TrunkOut], tags=["trunks"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/trunks", response_model=list[TrunkOut], tags=["trunks"], responses=problem_responses(401, 422)
+)
 async def list_trunks(svc: Services, _: ReadToken) -> list[TrunkOut]:
     """SIP trunks with their up/down state and live call counts."""
     return [_trunk_out(svc, r) for r in await svc.storage.trunks.list()]
 
 
-@router.post("/trunks", response_model=TrunkOut, status_code=201, tags=["trunks"],
-             responses=problem_responses(400, 401, 403, 409, 422))
+@router.post(
+    "/trunks",
+    response_model=TrunkOut,
+    status_code=201,
+    tags=["trunks"],
+    responses=problem_responses(400, 401, 403, 409, 422),
+)
 async def add_trunk(body: TrunkIn, svc: Services, _: WriteToken) -> TrunkOut:
     now = time.time()
     record = TrunkRecord(**body.model_dump(), created_at=now, updated_at=now)
@@ -395,14 +444,22 @@ async def add_trunk(body: TrunkIn, svc: Services, _: WriteToken) -> TrunkOut:
     return _trunk_out(svc, await _get(svc.storage.trunks, record.id, "trunk"))
 
 
-@router.get("/trunks/{id}", response_model=TrunkOut, tags=["trunks"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/trunks/{id}",
+    response_model=TrunkOut,
+    tags=["trunks"],
+    responses=problem_responses(401, 404, 422),
+)
 async def get_trunk(id: Id, svc: Services, _: ReadToken) -> TrunkOut:
     return _trunk_out(svc, await _get(svc.storage.trunks, id, "trunk"))
 
 
-@router.patch("/trunks/{id}", response_model=TrunkOut, tags=["trunks"],
-              responses=problem_responses(400, 401, 403, 404, 422))
+@router.patch(
+    "/trunks/{id}",
+    response_model=TrunkOut,
+    tags=["trunks"],
+    responses=problem_responses(400, 401, 403, 404, 422),
+)
 async def update_trunk(id: Id, body: TrunkPatch, svc: Services, _: WriteToken) -> TrunkOut:
     old = await _get(svc.storage.trunks, id, "trunk")
     record = dataclasses.replace(old, **_changes(body))
@@ -410,8 +467,12 @@ async def update_trunk(id: Id, body: TrunkPatch, svc: Services, _: WriteToken) -
     return _trunk_out(svc, await _get(svc.storage.trunks, id, "trunk"))
 
 
-@router.delete("/trunks/{id}", status_code=204, tags=["trunks"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/trunks/{id}",
+    status_code=204,
+    tags=["trunks"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def delete_trunk(id: Id, svc: Services, _: WriteToken) -> Response:
     if not await svc.storage.trunks.delete(id):
         raise ApiProblem(404, f"no trunk {id}", field="id")
@@ -421,15 +482,24 @@ async def delete_trunk(id: Id, svc: Services, _: WriteToken) -> Response:
 # -- dial plan -------------------------------------------------------------------------------
 
 
-@router.get("/routes", response_model=list[RouteOut], tags=["dial plan"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/routes",
+    response_model=list[RouteOut],
+    tags=["dial plan"],
+    responses=problem_responses(401, 422),
+)
 async def list_routes(svc: Services, _: ReadToken) -> list[RouteOut]:
     """The dial-plan rules."""
     return [_route_out(r) for r in await svc.storage.routes.list()]
 
 
-@router.post("/routes", response_model=RouteOut, status_code=201, tags=["dial plan"],
-             responses=problem_responses(400, 401, 403, 409, 422))
+@router.post(
+    "/routes",
+    response_model=RouteOut,
+    status_code=201,
+    tags=["dial plan"],
+    responses=problem_responses(400, 401, 403, 409, 422),
+)
 async def add_route(body: RouteIn, svc: Services, _: WriteToken) -> RouteOut:
     now = time.time()
     record = RouteRecord(**body.model_dump(), created_at=now, updated_at=now)
@@ -437,14 +507,22 @@ async def add_route(body: RouteIn, svc: Services, _: WriteToken) -> RouteOut:
     return _route_out(await _get(svc.storage.routes, record.id, "route"))
 
 
-@router.get("/routes/{id}", response_model=RouteOut, tags=["dial plan"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/routes/{id}",
+    response_model=RouteOut,
+    tags=["dial plan"],
+    responses=problem_responses(401, 404, 422),
+)
 async def get_route(id: Id, svc: Services, _: ReadToken) -> RouteOut:
     return _route_out(await _get(svc.storage.routes, id, "route"))
 
 
-@router.patch("/routes/{id}", response_model=RouteOut, tags=["dial plan"],
-              responses=problem_responses(400, 401, 403, 404, 422))
+@router.patch(
+    "/routes/{id}",
+    response_model=RouteOut,
+    tags=["dial plan"],
+    responses=problem_responses(400, 401, 403, 404, 422),
+)
 async def update_route(id: Id, body: RoutePatch, svc: Services, _: WriteToken) -> RouteOut:
     old = await _get(svc.storage.routes, id, "route")
     record = dataclasses.replace(old, **_changes(body))
@@ -452,8 +530,12 @@ async def update_route(id: Id, body: RoutePatch, svc: Services, _: WriteToken) -
     return _route_out(await _get(svc.storage.routes, id, "route"))
 
 
-@router.delete("/routes/{id}", status_code=204, tags=["dial plan"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/routes/{id}",
+    status_code=204,
+    tags=["dial plan"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def delete_route(id: Id, svc: Services, _: WriteToken) -> Response:
     if not await svc.storage.routes.delete(id):
         raise ApiProblem(404, f"no route {id}", field="id")

@@ -28,8 +28,9 @@ __all__ = ("router",)
 
 router = APIRouter(dependencies=[Depends(strict_query)])
 Services = Annotated[ApiServices, Depends(services)]
-Ip = Annotated[str, Path(max_length=64, description="IPv4 or IPv6 address",
-                         json_schema_extra=IP_SCHEMA)]
+Ip = Annotated[
+    str, Path(max_length=64, description="IPv4 or IPv6 address", json_schema_extra=IP_SCHEMA)
+]
 
 
 def ban_out(b: BanRecord, now: float) -> BanOut:
@@ -47,8 +48,9 @@ def ban_out(b: BanRecord, now: float) -> BanOut:
     )
 
 
-@router.get("/bans", response_model=list[BanOut], tags=["security"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/bans", response_model=list[BanOut], tags=["security"], responses=problem_responses(401, 422)
+)
 async def list_bans(
     svc: Services,
     _: ReadToken,
@@ -62,8 +64,12 @@ async def list_bans(
     return [ban_out(b, now) for b in bans if all or b.until is None or b.until > now]
 
 
-@router.get("/bans/{ip}", response_model=BanOut, tags=["security"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/bans/{ip}",
+    response_model=BanOut,
+    tags=["security"],
+    responses=problem_responses(401, 404, 422),
+)
 async def get_ban(ip: Ip, svc: Services, _: ReadToken) -> BanOut:
     text, _packed = parse_ip(ip)
     record = await svc.storage.bans.get(text)
@@ -72,8 +78,13 @@ async def get_ban(ip: Ip, svc: Services, _: ReadToken) -> BanOut:
     return ban_out(record, time.time())
 
 
-@router.post("/bans", response_model=BanOut, status_code=201, tags=["security"],
-             responses=problem_responses(400, 401, 403, 422))
+@router.post(
+    "/bans",
+    response_model=BanOut,
+    status_code=201,
+    tags=["security"],
+    responses=problem_responses(400, 401, 403, 422),
+)
 async def add_ban(body: BanIn, svc: Services, _: WriteToken) -> BanOut:
     """Ban a source now (no reply to anything it sends), for ``duration`` seconds or until
     lifted."""
@@ -81,14 +92,22 @@ async def add_ban(body: BanIn, svc: Services, _: WriteToken) -> BanOut:
     if svc.security is not None:
         record = await svc.security.ban(text, duration=body.duration, reason=body.reason)
     else:
-        record = operator_ban(text, duration=body.duration, reason=body.reason,
-                              previous=await svc.storage.bans.get(text))
+        record = operator_ban(
+            text,
+            duration=body.duration,
+            reason=body.reason,
+            previous=await svc.storage.bans.get(text),
+        )
         await svc.storage.bans.put(record)
     return ban_out(record, time.time())
 
 
-@router.delete("/bans/{ip}", status_code=204, tags=["security"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/bans/{ip}",
+    status_code=204,
+    tags=["security"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def lift_ban(ip: Ip, svc: Services, _: WriteToken) -> Response:
     """Lift a ban (and forget it for repeat-offence counting)."""
     text, _packed = parse_ip(ip)
@@ -113,8 +132,12 @@ async def _reload_lists(svc: ApiServices) -> None:
         await svc.security.load_lists()
 
 
-@router.get("/iplists", response_model=list[IpListOut], tags=["security"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/iplists",
+    response_model=list[IpListOut],
+    tags=["security"],
+    responses=problem_responses(401, 422),
+)
 async def list_iplists(
     svc: Services,
     _: ReadToken,
@@ -125,28 +148,42 @@ async def list_iplists(
     return [_iplist_out(e) for e in entries if e.list_name in LISTS]
 
 
-@router.post("/iplists", response_model=IpListOut, status_code=201, tags=["security"],
-             responses=problem_responses(400, 401, 403, 409, 422))
+@router.post(
+    "/iplists",
+    response_model=IpListOut,
+    status_code=201,
+    tags=["security"],
+    responses=problem_responses(400, 401, 403, 409, 422),
+)
 async def add_iplist(body: IpListIn, svc: Services, _: WriteToken) -> IpListOut:
     net = parse_network(body.network)
     record = IpListRecord(body.list, net.text, body.note, time.time())
     try:
         await svc.storage.iplists.add(record)
     except AlreadyExists:
-        raise ApiProblem(409, f"{net.text} is already on the {body.list} list",
-                         field="network") from None
+        raise ApiProblem(
+            409, f"{net.text} is already on the {body.list} list", field="network"
+        ) from None
     await _reload_lists(svc)
     return _iplist_out(record)
 
 
-@router.delete("/iplists/{list}", status_code=204, tags=["security"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/iplists/{list}",
+    status_code=204,
+    tags=["security"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def delete_iplist(
     list: Literal["black", "white"],
     svc: Services,
     _: WriteToken,
-    network: Annotated[str, Query(max_length=64, description="the IP or CIDR to remove",
-                                  json_schema_extra=NETWORK_SCHEMA)],
+    network: Annotated[
+        str,
+        Query(
+            max_length=64, description="the IP or CIDR to remove", json_schema_extra=NETWORK_SCHEMA
+        ),
+    ],
 ) -> Response:
     net = parse_network(network)
     if not await svc.storage.iplists.delete(list, net.text):
@@ -159,8 +196,13 @@ async def delete_iplist(
 
 
 def _blacklist_out(r: BlacklistRecord) -> BlacklistOut:
-    return BlacklistOut(caller=r.caller_prefix, called=r.called_prefix, rate=r.rate,
-                        description=r.note, created_at=r.created_at)
+    return BlacklistOut(
+        caller=r.caller_prefix,
+        called=r.called_prefix,
+        rate=r.rate,
+        description=r.note,
+        created_at=r.created_at,
+    )
 
 
 async def _reload_blacklist(svc: ApiServices) -> None:
@@ -168,15 +210,23 @@ async def _reload_blacklist(svc: ApiServices) -> None:
         await svc.blacklist.load(svc.storage)
 
 
-@router.get("/blacklist", response_model=list[BlacklistOut], tags=["security"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/blacklist",
+    response_model=list[BlacklistOut],
+    tags=["security"],
+    responses=problem_responses(401, 422),
+)
 async def list_blacklist(svc: Services, _: ReadToken) -> list[BlacklistOut]:
     """The system blacklist records (longest called prefix wins, then longest caller prefix)."""
     return [_blacklist_out(r) for r in await svc.storage.blacklist.list()]
 
 
-@router.put("/blacklist", response_model=BlacklistOut, tags=["security"],
-            responses=problem_responses(400, 401, 403, 422))
+@router.put(
+    "/blacklist",
+    response_model=BlacklistOut,
+    tags=["security"],
+    responses=problem_responses(400, 401, 403, 422),
+)
 async def put_blacklist(body: BlacklistIn, svc: Services, _: WriteToken) -> BlacklistOut:
     """Create or replace the record with these two prefixes; applies to the next call."""
     caller = normalise_prefix(body.caller, "caller", caller=True)
@@ -189,8 +239,12 @@ async def put_blacklist(body: BlacklistIn, svc: Services, _: WriteToken) -> Blac
     raise ApiProblem(409, "the record changed meanwhile; read it again")  # pragma: no cover
 
 
-@router.delete("/blacklist", status_code=204, tags=["security"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/blacklist",
+    status_code=204,
+    tags=["security"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def delete_blacklist(
     svc: Services,
     _: WriteToken,
@@ -200,7 +254,6 @@ async def delete_blacklist(
     c = normalise_prefix(caller, "caller", caller=True)
     d = normalise_prefix(called, "called", caller=False)
     if not await svc.storage.blacklist.delete(c, d):
-        raise ApiProblem(404, f"no blacklist record with caller {c} and called {d}",
-                         field="caller")
+        raise ApiProblem(404, f"no blacklist record with caller {c} and called {d}", field="caller")
     await _reload_blacklist(svc)
     return Response(status_code=204)

@@ -41,8 +41,9 @@ async def health() -> Health:
     return Health()
 
 
-@router.get("/system", response_model=SystemOut, tags=["system"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/system", response_model=SystemOut, tags=["system"], responses=problem_responses(401, 422)
+)
 async def system(svc: Services, _: ReadToken) -> SystemOut:
     """Version, uptime, listeners, whether fastsip's Cython extensions are in use."""
     info = dict(svc.system.system_info()) if svc.system is not None else {}
@@ -60,13 +61,15 @@ async def system(svc: Services, _: ReadToken) -> SystemOut:
     )
 
 
-@router.get("/explain", response_model=ExplainOut, tags=["system"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/explain", response_model=ExplainOut, tags=["system"], responses=problem_responses(401, 422)
+)
 async def explain(
     svc: Services,
     _: ReadToken,
     ip: Annotated[
-        str | None, Query(max_length=64, description="a source address", json_schema_extra=IP_SCHEMA)
+        str | None,
+        Query(max_length=64, description="a source address", json_schema_extra=IP_SCHEMA),
     ] = None,
     user: Annotated[
         str | None, Query(min_length=1, max_length=64, description="a user name or number")
@@ -94,33 +97,51 @@ async def explain(
     )
 
 
-@calls_router.get("/calls", response_model=list[CallOut], tags=["calls"],
-                  responses=problem_responses(401, 422))
+@calls_router.get(
+    "/calls", response_model=list[CallOut], tags=["calls"], responses=problem_responses(401, 422)
+)
 async def active_calls(svc: Services, _: ReadToken) -> list[CallOut]:
     """The calls in progress."""
     assert svc.calls is not None
     out = []
     for c in svc.calls.active_calls():
-        out.append(CallOut(
-            id=str(c.get("id", "")), caller=str(c.get("caller", "")),
-            callee=str(c.get("callee", "")), state=str(c.get("state", "")),
-            setup_at=c.get("setup_at"), answer_at=c.get("answer_at"),
-            call_id=str(c.get("call_id", "")), caller_addr=str(c.get("caller_addr", "")),
-        ))
+        out.append(
+            CallOut(
+                id=str(c.get("id", "")),
+                caller=str(c.get("caller", "")),
+                callee=str(c.get("callee", "")),
+                state=str(c.get("state", "")),
+                setup_at=c.get("setup_at"),
+                answer_at=c.get("answer_at"),
+                call_id=str(c.get("call_id", "")),
+                caller_addr=str(c.get("caller_addr", "")),
+            )
+        )
     return out
 
 
-@calls_router.delete("/calls/{call_id}", status_code=204, tags=["calls"],
-                     responses=problem_responses(401, 403, 404, 422))
+@calls_router.delete(
+    "/calls/{call_id}",
+    status_code=204,
+    tags=["calls"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def hangup_call(
-    call_id: Annotated[str, Path(pattern=r"^[0-9A-Za-z._-]{1,64}$",
-                                 description="the call's id (``GET /calls``)")],
+    call_id: Annotated[
+        str, Path(pattern=r"^[0-9A-Za-z._-]{1,64}$", description="the call's id (``GET /calls``)")
+    ],
     svc: Services,
     _: WriteToken,
-    reason: Annotated[str | None, Query(
-        min_length=1, max_length=100, pattern=r'^[^"\\\x00-\x1f\x7f]+$',
-        description="text of the Reason header sent to the phones and of the CDR reason "
-                    f"(default {ADMIN_RELEASE!r})")] = None,
+    reason: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=r'^[^"\\\x00-\x1f\x7f]+$',
+            description="text of the Reason header sent to the phones and of the CDR reason "
+            f"(default {ADMIN_RELEASE!r})",
+        ),
+    ] = None,
 ) -> Response:
     """Hang up a call in progress. Answered: both phones get BYE
     (``Reason: Q.850;cause=16;text="…"``). Not yet answered: the ringing phones get CANCEL and
@@ -136,28 +157,48 @@ async def hangup_call(
 
 
 def token_out(t: TokenRecord) -> TokenOut:
-    return TokenOut(id=t.id, name=t.name, scopes=list(t.scopes), created_at=t.created_at,
-                    expires_at=t.expires_at, last_used_at=t.last_used_at)
+    return TokenOut(
+        id=t.id,
+        name=t.name,
+        scopes=list(t.scopes),
+        created_at=t.created_at,
+        expires_at=t.expires_at,
+        last_used_at=t.last_used_at,
+    )
 
 
-@router.get("/tokens", response_model=list[TokenOut], tags=["tokens"],
-            responses=problem_responses(401, 403, 422))
+@router.get(
+    "/tokens",
+    response_model=list[TokenOut],
+    tags=["tokens"],
+    responses=problem_responses(401, 403, 422),
+)
 async def list_tokens(svc: Services, _: WriteToken) -> list[TokenOut]:
     """The API tokens (never their secrets)."""
     return [token_out(t) for t in await svc.tokens.list()]
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["tokens"],
-             responses=problem_responses(400, 401, 403, 422))
+@router.post(
+    "/tokens",
+    response_model=TokenCreated,
+    status_code=201,
+    tags=["tokens"],
+    responses=problem_responses(400, 401, 403, 422),
+)
 async def create_token(body: TokenIn, svc: Services, _: WriteToken) -> TokenCreated:
     """Make a token; the answer is the only time its text is shown."""
-    record, token = await svc.tokens.create(body.name, scopes=body.scopes,
-                                            expires_in=body.expires_in)
+    record, token = await svc.tokens.create(
+        body.name, scopes=body.scopes, expires_in=body.expires_in
+    )
     return TokenCreated(**token_out(record).model_dump(), token=token)
 
 
-@router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=204,
+    tags=["tokens"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def revoke_token(
     token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{10}$", description="the token's id")],
     svc: Services,
@@ -167,5 +208,3 @@ async def revoke_token(
     if not await svc.tokens.revoke(token_id):
         raise ApiProblem(404, f"no token {token_id}", field="token_id")
     return Response(status_code=204)
-
-

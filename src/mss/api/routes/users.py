@@ -62,15 +62,21 @@ def user_out(u: UserRecord, users: UserDirectory, location: LocationService) -> 
     )
 
 
-@router.get("/users", response_model=list[UserOut], tags=["users"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/users", response_model=list[UserOut], tags=["users"], responses=problem_responses(401, 422)
+)
 async def list_users(svc: Services, _: ReadToken) -> list[UserOut]:
     """Every local user with online state and live bindings."""
     return [user_out(u, svc.users, svc.location) for u in svc.users.all()]
 
 
-@router.post("/users", response_model=UserOut, status_code=201, tags=["users"],
-             responses=problem_responses(400, 401, 403, 409, 422))
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=201,
+    tags=["users"],
+    responses=problem_responses(400, 401, 403, 409, 422),
+)
 async def create_user(body: UserIn, svc: Services, _: WriteToken) -> UserOut:
     """Add a user (same validation as ``mss user add``); it can register at once."""
     fields: dict[str, Any] = body.model_dump(exclude={"number", "password"})
@@ -87,8 +93,12 @@ async def create_user(body: UserIn, svc: Services, _: WriteToken) -> UserOut:
     return user_out(user, svc.users, svc.location)
 
 
-@router.get("/users/{number}", response_model=UserOut, tags=["users"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/users/{number}",
+    response_model=UserOut,
+    tags=["users"],
+    responses=problem_responses(401, 404, 422),
+)
 async def get_user(number: Number, svc: Services, _: ReadToken) -> UserOut:
     user = svc.users.get(number)
     if user is None:
@@ -96,8 +106,12 @@ async def get_user(number: Number, svc: Services, _: ReadToken) -> UserOut:
     return user_out(user, svc.users, svc.location)
 
 
-@router.patch("/users/{number}", response_model=UserOut, tags=["users"],
-              responses=problem_responses(400, 401, 403, 404, 422))
+@router.patch(
+    "/users/{number}",
+    response_model=UserOut,
+    tags=["users"],
+    responses=problem_responses(400, 401, 403, 404, 422),
+)
 async def update_user(number: Number, body: UserPatch, svc: Services, _: WriteToken) -> UserOut:
     """Change a user (same validation as ``mss user set``); absent fields are kept.
 
@@ -112,8 +126,12 @@ async def update_user(number: Number, body: UserPatch, svc: Services, _: WriteTo
     return user_out(user, svc.users, svc.location)
 
 
-@router.delete("/users/{number}", status_code=204, tags=["users"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/users/{number}",
+    status_code=204,
+    tags=["users"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def delete_user(number: Number, svc: Services, _: WriteToken) -> Response:
     """Delete a user and its registrations."""
     live = svc.location.lookup(number)
@@ -125,12 +143,18 @@ async def delete_user(number: Number, svc: Services, _: WriteToken) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/registrations", response_model=list[BindingOut], tags=["registrations"],
-            responses=problem_responses(401, 422))
+@router.get(
+    "/registrations",
+    response_model=list[BindingOut],
+    tags=["registrations"],
+    responses=problem_responses(401, 422),
+)
 async def list_registrations(
     svc: Services,
     _: ReadToken,
-    user: Annotated[str | None, Query(pattern=NUMBER_PATTERN, description="only this user's")] = None,
+    user: Annotated[
+        str | None, Query(pattern=NUMBER_PATTERN, description="only this user's")
+    ] = None,
 ) -> list[BindingOut]:
     """Every live binding (by user, best first)."""
     now = time.time()
@@ -139,8 +163,12 @@ async def list_registrations(
     return [binding_out(b, now) for bs in svc.location.all().values() for b in bs]
 
 
-@router.get("/registrations/{number}", response_model=list[BindingOut], tags=["registrations"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/registrations/{number}",
+    response_model=list[BindingOut],
+    tags=["registrations"],
+    responses=problem_responses(401, 404, 422),
+)
 async def get_registrations(number: Number, svc: Services, _: ReadToken) -> list[BindingOut]:
     """The live bindings of one user."""
     if svc.users.get(number) is None:
@@ -149,8 +177,12 @@ async def get_registrations(number: Number, svc: Services, _: ReadToken) -> list
     return [binding_out(b, now) for b in svc.location.lookup(number, now)]
 
 
-@router.delete("/registrations/{number}", response_model=list[BindingOut], tags=["registrations"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/registrations/{number}",
+    response_model=list[BindingOut],
+    tags=["registrations"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def unregister(
     number: str,
     svc: Services,
@@ -166,9 +198,11 @@ async def unregister(
     now = time.time()
     gone = await svc.location.remove(number, contact)
     if not gone:
-        raise ApiProblem(404, f"{number} has no live registration"
-                         + (f" for {contact}" if contact else ""),
-                         field="contact" if contact else "number")
+        raise ApiProblem(
+            404,
+            f"{number} has no live registration" + (f" for {contact}" if contact else ""),
+            field="contact" if contact else "number",
+        )
     if svc.status is not None:
         svc.status.bindings_changed(number, svc.location.lookup(number, now), reason="removed")
     return [binding_out(b, now) for b in gone]

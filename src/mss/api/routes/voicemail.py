@@ -81,10 +81,14 @@ class VoicemailSettingsPatch(BaseModel):
 
     enabled: bool | None = None
     email: str | None = Field(default=None, description="'' = no e-mail")
-    divert: list[str] | None = Field(default=None, description=f"any of {', '.join(DIVERT_CONDITIONS[:3])}, or ['always']")
+    divert: list[str] | None = Field(
+        default=None, description=f"any of {', '.join(DIVERT_CONDITIONS[:3])}, or ['always']"
+    )
     max_seconds: int | None = None
     pin: str | None = Field(default=None, description="4-16 digits, '' = none")
-    default_greeting: bool | None = Field(default=None, description="true: drop the custom greeting")
+    default_greeting: bool | None = Field(
+        default=None, description="true: drop the custom greeting"
+    )
 
 
 def _service(svc: ApiServices) -> VoicemailService:
@@ -106,12 +110,23 @@ def _problem(exc: VoicemailError) -> ApiProblem:
 
 def _out(record: VoicemailRecord, mail: VoicemailMailRecord | None) -> VoicemailOut:
     return VoicemailOut(
-        id=record.id, user=record.user, caller=record.caller, caller_display=record.caller_display,
-        call_id=record.call_id, started_at=record.started_at, duration=record.duration,
-        read=record.read, created_at=record.created_at,
-        email=None if mail is None else VoicemailMailOut(
-            to=mail.to, state=mail.state, attempts=mail.attempts,
-            next_try=mail.next_try if mail.state == "queued" else None, last_error=mail.last_error,
+        id=record.id,
+        user=record.user,
+        caller=record.caller,
+        caller_display=record.caller_display,
+        call_id=record.call_id,
+        started_at=record.started_at,
+        duration=record.duration,
+        read=record.read,
+        created_at=record.created_at,
+        email=None
+        if mail is None
+        else VoicemailMailOut(
+            to=mail.to,
+            state=mail.state,
+            attempts=mail.attempts,
+            next_try=mail.next_try if mail.state == "queued" else None,
+            last_error=mail.last_error,
         ),
     )
 
@@ -119,13 +134,21 @@ def _out(record: VoicemailRecord, mail: VoicemailMailRecord | None) -> Voicemail
 def _settings_out(extra: Any) -> VoicemailSettingsOut:
     data = settings_to_json(parse_settings(extra))
     return VoicemailSettingsOut(
-        enabled=data["enabled"], email=data["email"], divert=data["divert"],
-        custom_greeting=bool(data["greeting"]), max_seconds=data["max_seconds"], pin_set=bool(data["pin"]),
+        enabled=data["enabled"],
+        email=data["email"],
+        divert=data["divert"],
+        custom_greeting=bool(data["greeting"]),
+        max_seconds=data["max_seconds"],
+        pin_set=bool(data["pin"]),
     )
 
 
-@router.get("/voicemail/{number}", response_model=list[VoicemailOut], tags=["voicemail"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/voicemail/{number}",
+    response_model=list[VoicemailOut],
+    tags=["voicemail"],
+    responses=problem_responses(401, 404, 422),
+)
 async def list_messages(number: Number, svc: Services, _: ReadToken) -> list[VoicemailOut]:
     """The user's messages, oldest first, each with the state of its e-mail."""
     vm = _service(svc)
@@ -133,8 +156,12 @@ async def list_messages(number: Number, svc: Services, _: ReadToken) -> list[Voi
     return [_out(m, mail) for m, mail in await vm.list(number)]
 
 
-@router.get("/voicemail/{number}/settings", response_model=VoicemailSettingsOut, tags=["voicemail"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/voicemail/{number}/settings",
+    response_model=VoicemailSettingsOut,
+    tags=["voicemail"],
+    responses=problem_responses(401, 404, 422),
+)
 async def get_settings(number: Number, svc: Services, _: ReadToken) -> VoicemailSettingsOut:
     _service(svc)
     user = svc.users.get(number)
@@ -143,10 +170,15 @@ async def get_settings(number: Number, svc: Services, _: ReadToken) -> Voicemail
     return _settings_out(user.extra)
 
 
-@router.patch("/voicemail/{number}/settings", response_model=VoicemailSettingsOut, tags=["voicemail"],
-              responses=problem_responses(401, 403, 404, 422))
-async def patch_settings(number: Number, body: VoicemailSettingsPatch, svc: Services,
-                         _: WriteToken) -> VoicemailSettingsOut:
+@router.patch(
+    "/voicemail/{number}/settings",
+    response_model=VoicemailSettingsOut,
+    tags=["voicemail"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def patch_settings(
+    number: Number, body: VoicemailSettingsPatch, svc: Services, _: WriteToken
+) -> VoicemailSettingsOut:
     """Change the user's voicemail settings (as ``mss user set --voicemail ...``)."""
     vm = _service(svc)
     _user(svc, number)
@@ -155,19 +187,36 @@ async def patch_settings(number: Number, body: VoicemailSettingsPatch, svc: Serv
     if not given and not default:
         raise ApiProblem(422, "body: nothing to change: give at least one field", field="body")
     try:
-        await update_settings(svc.users, number, data_dir=str(vm.data_dir),
-                              greeting="default" if default else None, **given)
+        await update_settings(
+            svc.users,
+            number,
+            data_dir=str(vm.data_dir),
+            greeting="default" if default else None,
+            **given,
+        )
     except VoicemailError as exc:
         raise _problem(exc) from None
     user = svc.users.get(number)
     return _settings_out(user.extra if user is not None else None)
 
 
-@router.put("/voicemail/{number}/greeting", response_model=VoicemailSettingsOut, tags=["voicemail"],
-            responses=problem_responses(401, 403, 404, 413, 422),
-            openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"}}}}})
-async def put_greeting(number: Number, request: Request, svc: Services, _: WriteToken) -> VoicemailSettingsOut:
+@router.put(
+    "/voicemail/{number}/greeting",
+    response_model=VoicemailSettingsOut,
+    tags=["voicemail"],
+    responses=problem_responses(401, 403, 404, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def put_greeting(
+    number: Number, request: Request, svc: Services, _: WriteToken
+) -> VoicemailSettingsOut:
     """Install a custom greeting: the body is a PCM WAV file (``Content-Type`` ``audio/wav`` or
     ``application/octet-stream``), converted to 8 kHz 16-bit mono, or refused (422)."""
     vm = _service(svc)
@@ -181,8 +230,12 @@ async def put_greeting(number: Number, request: Request, svc: Services, _: Write
     return _settings_out(user.extra if user is not None else None)
 
 
-@router.get("/voicemail/{number}/{id}", response_model=VoicemailOut, tags=["voicemail"],
-            responses=problem_responses(401, 404, 422))
+@router.get(
+    "/voicemail/{number}/{id}",
+    response_model=VoicemailOut,
+    tags=["voicemail"],
+    responses=problem_responses(401, 404, 422),
+)
 async def get_message(number: Number, id: MessageId, svc: Services, _: ReadToken) -> VoicemailOut:
     vm = _service(svc)
     try:
@@ -192,10 +245,15 @@ async def get_message(number: Number, id: MessageId, svc: Services, _: ReadToken
     return _out(record, await vm.storage.voicemail.mail(id))
 
 
-@router.get("/voicemail/{number}/{id}/audio", tags=["voicemail"],
-            response_class=FileResponse,
-            responses={200: {"content": {"audio/wav": {}}, "description": "the message (WAV, 8 kHz 16-bit mono)"},
-                       **problem_responses(401, 404, 422)})
+@router.get(
+    "/voicemail/{number}/{id}/audio",
+    tags=["voicemail"],
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"audio/wav": {}}, "description": "the message (WAV, 8 kHz 16-bit mono)"},
+        **problem_responses(401, 404, 422),
+    },
+)
 async def get_audio(number: Number, id: MessageId, svc: Services, _: ReadToken) -> FileResponse:
     """Download the message's WAV file."""
     vm = _service(svc)
@@ -209,10 +267,15 @@ async def get_audio(number: Number, id: MessageId, svc: Services, _: ReadToken) 
     return FileResponse(path, media_type="audio/wav", filename=f"voicemail-{id}.wav")
 
 
-@router.patch("/voicemail/{number}/{id}", response_model=VoicemailOut, tags=["voicemail"],
-              responses=problem_responses(401, 403, 404, 422))
-async def patch_message(number: Number, id: MessageId, body: VoicemailPatch, svc: Services,
-                        _: WriteToken) -> VoicemailOut:
+@router.patch(
+    "/voicemail/{number}/{id}",
+    response_model=VoicemailOut,
+    tags=["voicemail"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def patch_message(
+    number: Number, id: MessageId, body: VoicemailPatch, svc: Services, _: WriteToken
+) -> VoicemailOut:
     """Mark a message read (or unread): the MWI count changes at once."""
     vm = _service(svc)
     try:
@@ -222,8 +285,12 @@ async def patch_message(number: Number, id: MessageId, body: VoicemailPatch, svc
     return _out(record, await vm.storage.voicemail.mail(id))
 
 
-@router.post("/voicemail/{number}/{id}/retry-mail", response_model=VoicemailOut, tags=["voicemail"],
-             responses=problem_responses(401, 403, 404, 422))
+@router.post(
+    "/voicemail/{number}/{id}/retry-mail",
+    response_model=VoicemailOut,
+    tags=["voicemail"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def retry_mail(number: Number, id: MessageId, svc: Services, _: WriteToken) -> VoicemailOut:
     """Queue the message's e-mail again (after a permanent failure was fixed)."""
     vm = _service(svc)
@@ -235,8 +302,12 @@ async def retry_mail(number: Number, id: MessageId, svc: Services, _: WriteToken
     return _out(record, await vm.storage.voicemail.mail(id))
 
 
-@router.delete("/voicemail/{number}/{id}", status_code=204, tags=["voicemail"],
-               responses=problem_responses(401, 403, 404, 422))
+@router.delete(
+    "/voicemail/{number}/{id}",
+    status_code=204,
+    tags=["voicemail"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 async def delete_message(number: Number, id: MessageId, svc: Services, _: WriteToken) -> Response:
     """Delete a message, its WAV file and its queued e-mail."""
     vm = _service(svc)
