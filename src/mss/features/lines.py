@@ -36,12 +36,9 @@ This module does no I/O besides storage: no sockets, no SIP.
 
 from __future__ import annotations
 
-import asyncio
 import configparser
-import contextlib
 import enum
 import ipaddress
-import json
 import logging
 import time
 from collections import deque
@@ -52,6 +49,7 @@ from typing import Any
 
 from ..config import LinesConfig
 from ..storage.base import LineRecord, Storage
+from ._status import StatusPublisher, read_statuses
 
 __all__ = (
     "MSS_VAR_PARAM_FILE",
@@ -377,8 +375,7 @@ class LineService:
         self._lines: dict[str, LineRecord] = {}
         self._status: dict[str, LineStatus] = {}
         self._listeners: list[StateListener] = []
-        self._dirty: set[str] = set()
-        self._publisher: asyncio.Task[None] | None = None
+        self._published = StatusPublisher(storage, STATUS_KEY, "line", self._status.get, log)
         #: the global REGISTER Call-ID default: True = a new Call-ID per REGISTER
         self.default_new_call_id = False
 
@@ -540,53 +537,17 @@ class LineService:
     def forget(self, line_id: str) -> None:
         """Drop the state of a deleted line (after it was unregistered)."""
         self._status.pop(line_id, None)
-        self._dirty.add(line_id)
-        self._schedule_publish()
+        self._publish(line_id)
 
     # -- publishing to the kv store (for `mss line list` in another process) ----------------
     def _publish(self, line_id: str) -> None:
-        self._dirty.add(line_id)
-        self._schedule_publish()
-
-    def _schedule_publish(self) -> None:
-        if self._publisher is not None and not self._publisher.done():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._publisher = loop.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # coalesce the changes of one callback
-        while self._dirty:
-            line_id = self._dirty.pop()
-            st = self._status.get(line_id)
-            try:
-                if st is None:
-                    await self.storage.kv.delete(STATUS_KEY + line_id)
-                else:
-                    await self.storage.kv.set(STATUS_KEY + line_id, json.dumps(st.as_dict()))
-            except Exception:
-                log.exception("cannot publish the state of line %s", line_id)
+        self._published.mark(line_id)
 
     async def stop(self) -> None:
         """Write the last states out."""
-        task = self._publisher
-        if task is not None and not task.done():
-            with contextlib.suppress(Exception):
-                await task
-        if self._dirty:
-            with contextlib.suppress(Exception):
-                await self._flush()
+        await self._published.stop()
 
 
 async def published_statuses(storage: Storage, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The states a running server published for these lines (for ``mss line list``)."""
-    out: dict[str, dict[str, Any]] = {}
-    for line_id in ids:
-        raw = await storage.kv.get(STATUS_KEY + line_id)
-        if raw:
-            with contextlib.suppress(ValueError):
-                out[line_id] = json.loads(raw)
-    return out
+    return await read_statuses(storage, STATUS_KEY, ids)

@@ -28,11 +28,8 @@ A SIP trunk (:class:`~mss.storage.base.TrunkRecord`, ``mss trunk add|set|del|lis
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -42,6 +39,7 @@ from typing import Any, Literal
 from ..config import TrunksConfig
 from ..errors import PolicyRejection
 from ..storage.base import Storage, TrunkRecord
+from ._status import StatusPublisher, read_statuses
 from .lines import parse_hostport
 
 __all__ = (
@@ -155,8 +153,7 @@ class TrunkService:
         self._by_addr: dict[tuple[str, int], str] = {}
         self._by_host: dict[str, str] = {}
         self._calls: dict[tuple[str, str], set[str]] = {}
-        self._dirty: set[str] = set()
-        self._publisher: asyncio.Task[None] | None = None
+        self._published = StatusPublisher(storage, STATUS_KEY, "trunk", self._status.get, log)
         #: called as ``listener(status, previous_state)`` on every up/down change
         self.listeners: list[Callable[[TrunkStatus, TrunkState], None]] = []
 
@@ -179,8 +176,7 @@ class TrunkService:
                 self._trunks.pop(trunk_id, None)
                 self._status.pop(trunk_id, None)
                 self._resolved.pop(trunk_id, None)
-                self._dirty.add(trunk_id)
-                self._schedule_publish()
+                self._publish(trunk_id)
             else:
                 self._trunks[trunk_id] = new
                 if old is None or (old.host, old.port) != (new.host, new.port):
@@ -370,47 +366,13 @@ class TrunkService:
 
     # -- publishing -------------------------------------------------------------------------
     def _publish(self, trunk_id: str) -> None:
-        self._dirty.add(trunk_id)
-        self._schedule_publish()
-
-    def _schedule_publish(self) -> None:
-        if self._publisher is not None and not self._publisher.done():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._publisher = loop.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)
-        while self._dirty:
-            trunk_id = self._dirty.pop()
-            st = self._status.get(trunk_id)
-            try:
-                if st is None:
-                    await self.storage.kv.delete(STATUS_KEY + trunk_id)
-                else:
-                    await self.storage.kv.set(STATUS_KEY + trunk_id, json.dumps(st.as_dict()))
-            except Exception:
-                log.exception("cannot publish the state of trunk %s", trunk_id)
+        self._published.mark(trunk_id)
 
     async def stop(self) -> None:
-        task = self._publisher
-        if task is not None and not task.done():
-            with contextlib.suppress(Exception):
-                await task
-        if self._dirty:
-            with contextlib.suppress(Exception):
-                await self._flush()
+        """Write the last states out."""
+        await self._published.stop()
 
 
 async def published_statuses(storage: Storage, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The states a running server published for these trunks (for ``mss trunk list``)."""
-    out: dict[str, dict[str, Any]] = {}
-    for trunk_id in ids:
-        raw = await storage.kv.get(STATUS_KEY + trunk_id)
-        if raw:
-            with contextlib.suppress(ValueError):
-                out[trunk_id] = json.loads(raw)
-    return out
+    return await read_statuses(storage, STATUS_KEY, ids)
