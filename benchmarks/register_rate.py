@@ -11,7 +11,8 @@ retransmissions, achieved rate, and server CPU µs per registration (utime+stime
 process from /proc). The highest rate with 0 failures is the figure quoted. Loopback only.
 The machine may be shared: CPU per registration is the figure to compare, not the rate.
 
-``--profile PREFIX`` runs one more step at the first rate with py-spy recording the server
+``--persist write-back`` runs the registrar in write-back mode (the 200 before a batched
+commit). ``--profile PREFIX`` runs one more step at the first rate with py-spy recording the server
 (``PREFIX-gil.txt``: Python frames of the thread holding the GIL; ``PREFIX-native.txt``: with C
 frames, in a second step) and prints the top self-time functions.
 """
@@ -78,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="500,1000,2000,3000,4000")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each step")
     ap.add_argument(
+        "--persist",
+        choices=("write-through", "write-back"),
+        default="write-through",
+        help="[registrar] persist of the server (default write-through, the server's default)",
+    )
+    ap.add_argument(
         "--profile",
         default="",
         help="py-spy output prefix: profile one more step at the first rate",
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             MSS_STUN_PORT="",
             MSS_API_ENABLED="0",
             MSS_LOG_LEVEL="warning",
+            MSS_REGISTRAR_PERSIST=args.persist,
         )
         proc = subprocess.Popen(
             [
@@ -117,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2.0)
         print(machine.describe())
         print(
-            f"users: {args.users}; step duration: {args.seconds} s; sipp register_uac.xml (REGISTER, 401, REGISTER+digest, 200)\n"
+            f"users: {args.users}; step duration: {args.seconds} s; registrar persist: "
+            f"{args.persist}; sipp register_uac.xml (REGISTER, 401, REGISTER+digest, 200)\n"
         )
         print(
             "| offered/s | attempted | ok | failed | retrans | achieved/s | server CPU µs/registration | of which user | system |"

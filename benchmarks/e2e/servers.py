@@ -9,6 +9,10 @@ realm (and domain) ``example.test``, plus, per scenario, IP authorizations (:cla
   them because it rebuilds its IP-grant list after every add, O(N²) for N users). Challenges
   offer MD5 only (``MSS_AUTH_ALGORITHMS=MD5``): sipp 3.6 answers only the first challenge and
   only MD5. Banned sources (flood scenario) are added with ``mss ban add`` before the start.
+  The registrar runs with ``[registrar] persist = "write-back"`` unless ``--mss-persist
+  write-through`` is given: Kamailio's registrar here keeps bindings in memory only (usrloc
+  ``db_mode 0``), so the like-for-like mss mode is the one that answers before its (batched)
+  commit; ``write-through`` (the server's default) commits each binding before its 200.
 * :class:`KamailioServer`: the Debian ``kamailio`` binary with ``benchmarks/kamailio/kamailio.cfg``
   in the foreground (``-DD``: the main process stays the harness's child and forks 2 UDP workers
   plus its timers), users as MD5 HA1s in a db_text table that ``htable`` loads at start-up, IP
@@ -181,6 +185,8 @@ class Server:
 
 class MssServer(Server):
     kind = "mss"
+    #: ``[registrar] persist`` of the server under test (``--mss-persist``)
+    registrar_persist = "write-back"
 
     @property
     def data_dir(self) -> Path:
@@ -210,6 +216,7 @@ class MssServer(Server):
                 "MSS_STUN_PORT": "",
                 "MSS_API_ENABLED": "0",
                 "MSS_LOG_LEVEL": "warning",
+                "MSS_REGISTRAR_PERSIST": self.registrar_persist,
             }
         )
         return env

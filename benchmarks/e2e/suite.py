@@ -839,6 +839,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--servers", default="kamailio,mss", help="kamailio,mss (default both)")
     ap.add_argument(
+        "--mss-persist",
+        choices=("write-back", "write-through"),
+        default="write-back",
+        help="mss [registrar] persist (default write-back, like Kamailio's in-memory usrloc)",
+    )
+    ap.add_argument(
         "--rates",
         default="",
         help="a fixed list of rates for every rate scenario, instead of the search",
@@ -924,6 +930,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks import machine
 
+    MssServer.registrar_persist = args.mss_persist
     run_dir = Path(tempfile.mkdtemp(prefix="mss-e2e-"))
     suite = Suite(args, run_dir)
     results: dict[str, Any] = {
@@ -946,6 +953,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(results["machine"])
     print("versions: " + "; ".join(f"{k} {v}" for k, v in results["versions"].items()))
+    print(f"mss registrar persist: {args.mss_persist}")
     print(f"load average at start: {results['loadavg_start']}", flush=True)
     status = 0
     try:

@@ -218,7 +218,12 @@ class Server:
                 ", ".join(stale[:20]),
                 realm,
             )
-        self.location = LocationService(storage)
+        self.location = LocationService(
+            storage,
+            write_back=(
+                cfg.registrar.write_back_interval if cfg.registrar.persist == "write-back" else None
+            ),
+        )
         await self.location.load()
         self.user_status.seed(self.location.all())
         self.location.on_expired = self.user_status.expired
@@ -750,6 +755,8 @@ class Server:
             await self.security.stop()
         if self.transport is not None:
             await self.transport.stop()
+        if self.location is not None:
+            await self.location.close()  # write-back: what is staged reaches storage
         if self.clock is not None:
             self.clock.close()
         if self.storage is not None and self._own_storage:

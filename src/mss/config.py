@@ -62,6 +62,7 @@ __all__ = (
     "ENV_PREFIX",
     "ApiConfig",
     "AuthConfig",
+    "BindingPersistence",
     "CallsConfig",
     "Config",
     "LimitsConfig",
@@ -99,6 +100,7 @@ LogFormat = Literal["auto", "text", "json"]
 DigestAlgorithm = Literal["SHA-256", "MD5", "SHA-512-256"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 StorageBackend = Literal["sqlite", "memory"]
+BindingPersistence = Literal["write-through", "write-back"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +191,12 @@ def _check_realm(value: str) -> str:
     if value and ('"' in value or "\\" in value):
         raise ValueError(f"must not contain '\"' or '\\': {_show(value)}")
     return value if value == "" else _check_header_text(value)
+
+
+def _check_write_back_interval(value: float) -> float:
+    if not 0.01 <= value <= 60:
+        raise ValueError("must be between 0.01 and 60 seconds")
+    return value
 
 
 def _check_ratio(value: float) -> float:
@@ -658,6 +666,22 @@ class RegistrarConfig(_Checked):
     max_expires: int = field(
         default=7200,
         metadata=_meta("longest expiry granted; longer is shortened", ge=1, le=2**32 - 1),
+    )
+    persist: BindingPersistence = field(
+        default="write-through",
+        metadata=_meta(
+            "when bindings reach storage: write-through commits each change before its 200 OK "
+            "(a kill -9 loses nothing acknowledged); write-back answers at once and commits the "
+            "changes of each write_back_interval in one transaction (Kamailio's usrloc db_mode "
+            "2; a crash loses at most that interval's changes, a clean stop none)"
+        ),
+    )
+    write_back_interval: float = field(
+        default=1.0,
+        metadata=_meta(
+            "seconds between write-back commits (persist = write-back)",
+            check=_check_write_back_interval,
+        ),
     )
 
     def _check(self) -> None:

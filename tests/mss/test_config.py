@@ -154,7 +154,7 @@ def test_defaults() -> None:
     assert (cfg.timers.t1, cfg.timers.t2, cfg.timers.t4) == (0.5, 4.0, 5.0)
     assert dataclasses.astuple(cfg.limits) == (65536, 128, 8192, 70)
     assert (cfg.sip.domain, cfg.sip.server_name, cfg.sip.realm) == ("", "mss", "")
-    assert dataclasses.astuple(cfg.registrar) == (3600, 60, 7200)
+    assert dataclasses.astuple(cfg.registrar) == (3600, 60, 7200, "write-through", 1.0)
     assert (cfg.auth.nonce_lifetime, cfg.auth.secret, cfg.auth.failed_response) == (300, "", 401)
     assert (cfg.calls.no_answer_timeout, cfg.calls.max_forwards) == (60, 70)
     assert dataclasses.astuple(cfg.security) == (
@@ -274,6 +274,8 @@ max_via = 10
 default_expires = 600
 min_expires = 30
 max_expires = 3600
+persist = "write-back"
+write_back_interval = 0.5
 
 [auth]
 nonce_lifetime = 60
@@ -1089,3 +1091,17 @@ def toml_value(value: object) -> str:
         items = [f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()]
         return "{" + ", ".join(items) + "}" if all(toml_value(v) for v in value.values()) else ""
     return ""
+
+
+def test_registrar_persistence_names_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, '[registrar]\npersist = "later"\n'), env={})
+    assert "registrar.persist" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "[registrar]\nwrite_back_interval = 0\n"), env={})
+    assert "registrar.write_back_interval" in str(e.value)
+    cfg = load_config(
+        None,
+        env={"MSS_REGISTRAR_PERSIST": "write-back", "MSS_REGISTRAR_WRITE_BACK_INTERVAL": "2.5"},
+    )
+    assert (cfg.registrar.persist, cfg.registrar.write_back_interval) == ("write-back", 2.5)

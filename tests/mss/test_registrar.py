@@ -378,3 +378,111 @@ def test_unknown_user_costs_a_real_verification(
             uac.close()
 
     run_on("asyncio", main)
+
+
+# ---------------------------------------------------------------------------------------------
+# [registrar] persist = "write-back" (Kamailio usrloc db_mode 2)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_write_back_answers_before_the_commit_and_commits_once_per_interval(
+    loop_name: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        overrides = {"registrar.persist": "write-back", "registrar.write_back_interval": 0.3}
+        async with running(tmp_path, **overrides) as srv:
+            for n in range(1001, 1006):
+                await srv.users.add(str(n), f"pw-{n}")
+            commits = srv.location.commits
+            uacs = [await Uac.open(srv.port("udp")) for _ in range(5)]
+            replies = await asyncio.gather(
+                *(u.register(str(1001 + i), f"pw-{1001 + i}") for i, u in enumerate(uacs))
+            )
+            assert [r.status for r in replies] == [200] * 5
+            # answered, online in memory, not in storage yet
+            assert all(srv.location.online(str(n)) for n in range(1001, 1006))
+            assert srv.location.pending == 5
+            assert await srv.storage.bindings.for_aor("1001") == []
+            for _ in range(40):
+                if srv.location.pending == 0 and srv.location.commits > commits:
+                    break
+                await asyncio.sleep(0.05)
+            assert srv.location.pending == 0
+            # the five registrations of one interval went into one transaction
+            assert srv.location.commits == commits + 1
+            assert srv.location.committed_changes >= 5
+            rows = await srv.storage.bindings.for_aor("1003")
+            assert [b.aor for b in rows] == ["1003"]
+            for u in uacs:
+                u.close()
+
+    run_on(loop_name, main)
+
+
+def test_write_back_clean_stop_loses_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        overrides = {"registrar.persist": "write-back", "registrar.write_back_interval": 60}
+        async with running(tmp_path, **overrides) as srv:
+            await srv.users.add("1001", "pw-1001")
+            uac = await Uac.open(srv.port("udp"))
+            assert (await uac.register("1001", "pw-1001")).status == 200
+            assert srv.location.pending == 1
+            uac.close()
+        # the stop committed what the 60 s interval still held
+        async with running(tmp_path) as srv:
+            assert srv.location.online("1001")
+            assert [b.aor for b in await srv.storage.bindings.for_aor("1001")] == ["1001"]
+
+    run_on("asyncio", main)
+
+
+def test_write_back_failed_commit_is_retried_and_memory_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mss.storage.sqlite import SqliteBindings
+
+    real_apply = SqliteBindings.apply
+    calls: list[int] = []
+
+    async def failing_once(self, changes):  # type: ignore[no-untyped-def]
+        calls.append(len(changes))
+        if len(calls) == 1:
+            raise OSError("disk full (simulated)")
+        await real_apply(self, changes)
+
+    monkeypatch.setattr(SqliteBindings, "apply", failing_once)
+
+    async def main() -> None:
+        overrides = {"registrar.persist": "write-back", "registrar.write_back_interval": 0.1}
+        async with running(tmp_path, **overrides) as srv:
+            await srv.users.add("1001", "pw-1001")
+            uac = await Uac.open(srv.port("udp"))
+            assert (await uac.register("1001", "pw-1001")).status == 200
+            for _ in range(40):
+                if len(calls) >= 2 and srv.location.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert calls[:2] == [1, 1]  # failed, then retried with the same change
+            assert srv.location.online("1001")  # memory kept what the phone was told
+            assert [b.aor for b in await srv.storage.bindings.for_aor("1001")] == ["1001"]
+            uac.close()
+
+    run_on("asyncio", main)
+
+
+def test_write_back_operator_removal_waits_for_its_commit(tmp_path: Path) -> None:
+    async def main() -> None:
+        overrides = {"registrar.persist": "write-back", "registrar.write_back_interval": 60}
+        async with running(tmp_path, **overrides) as srv:
+            await srv.users.add("1001", "pw-1001")
+            uac = await Uac.open(srv.port("udp"))
+            assert (await uac.register("1001", "pw-1001")).status == 200
+            await srv.location.flush()
+            assert len(await srv.storage.bindings.for_aor("1001")) == 1
+            gone = await srv.location.remove("1001")
+            assert len(gone) == 1
+            assert await srv.storage.bindings.for_aor("1001") == []
+            assert srv.location.pending == 0
+            uac.close()
+
+    run_on("asyncio", main)

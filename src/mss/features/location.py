@@ -7,6 +7,14 @@ storage transaction, and only after that commit do the callers get their complet
 ``kill -9`` right after the 200 loses nothing — while a burst of REGISTERs costs one commit,
 not one per request.
 
+*Write-back* (``[registrar] persist = "write-back"``, Kamailio's usrloc ``db_mode 2``): the
+completion callback runs at once (the 200 goes out without waiting for storage), and every change
+staged during ``write_back_interval`` is committed in one transaction. A burst costs one commit
+per interval instead of one per loop turn; a crash loses at most one interval of changes, a clean
+stop (:meth:`close`) none. A failed write-back commit is retried at the next interval (memory is
+already what the phones were told, so it is kept). Operator removals (:meth:`remove`) always wait
+for their commit.
+
 Expiry: lookups ignore expired bindings; a periodic sweep (driven by the server clock) drops
 them from memory and storage. Times in bindings are wall-clock epoch seconds so they survive a
 restart.
@@ -31,14 +39,25 @@ Done = Callable[[Exception | None], None]
 class LocationService:
     """In-memory bindings per AOR, persisted with group commits."""
 
-    def __init__(self, storage: Storage, *, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        wall: Callable[[], float] = time.time,
+        write_back: float | None = None,
+    ) -> None:
+        """``write_back``: seconds between write-back commits; None commits before each reply."""
+        if write_back is not None and write_back <= 0:
+            raise ValueError("write_back must be > 0 seconds")
         self.storage = storage
         self.wall = wall
+        self.write_back = write_back
         self._bindings: dict[str, list[BindingRecord]] = {}
         self._staged: dict[str, list[BindingRecord]] = {}
         self._waiters: list[Done] = []
         self._flush_scheduled = False
-        self._flush_task: asyncio.Task[None] | None = None
+        self._flush_task: asyncio.Task[Exception | None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.commits = 0
         self.committed_changes = 0
         #: called as ``on_expired(aor, live_bindings)`` when a sweep dropped expired bindings
@@ -76,19 +95,72 @@ class LocationService:
 
     # -- changes ----------------------------------------------------------------------------
     def set(self, aor: str, bindings: Sequence[BindingRecord], done: Done) -> None:
-        """Replace the binding set of ``aor``; ``done(error)`` runs after the commit."""
+        """Replace the binding set of ``aor``; ``done(error)`` runs after the commit.
+
+        In write-back mode ``done(None)`` runs before this returns and the commit follows
+        within ``write_back`` seconds.
+        """
         new = list(bindings)
         if new:
             self._bindings[aor] = new
         else:
             self._bindings.pop(aor, None)
         self._staged[aor] = new
+        if self.write_back is not None:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._timer = asyncio.get_running_loop().call_later(
+                    self.write_back, self._start_flush
+                )
+            done(None)
+            return
         self._waiters.append(done)
         if not self._flush_scheduled:
             # The task's first step runs on the loop's next turn, after every datagram of this
             # turn was handled: their changes go into the same commit.
             self._flush_scheduled = True
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        if self._flush_task is not None and not self._flush_task.done():
+            # the previous commit is still running: try again one interval later
+            self._timer = asyncio.get_running_loop().call_later(
+                self.write_back or 0.0, self._start_flush
+            )
+            return
+        self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+
+    @property
+    def pending(self) -> int:
+        """AORs changed in memory whose commit has not finished yet."""
+        return len(self._staged)
+
+    async def flush(self) -> None:
+        """Commit every staged change now (write-back mode; a no-op when nothing is staged).
+
+        Raises:
+            Exception: the commit failed (the changes stay staged for the next attempt).
+        """
+        task = self._flush_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        if not self._staged:
+            return
+        self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+        error = await asyncio.shield(self._flush_task)
+        if error is not None:
+            raise error
+
+    async def close(self) -> None:
+        """Commit what write-back still holds (a clean stop loses nothing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("bindings not committed at stop: %d AORs", len(self._staged))
 
     async def remove(self, aor: str, contact: str | None = None) -> list[BindingRecord]:
         """Force-unregister: remove ``aor``'s bindings (or only the one for ``contact``).
@@ -116,24 +188,40 @@ class LocationService:
         error = await done
         if error is not None:
             raise error
+        if self.write_back is not None:
+            await self.flush()  # an operator's removal is committed before it is reported
         return gone
 
     def drop(self, aor: str) -> None:
         """Forget an AOR in memory (its user was deleted; storage already removed the rows)."""
         self._bindings.pop(aor, None)
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> Exception | None:
         staged, waiters = self._staged, self._waiters
         self._staged, self._waiters = {}, []
         self._flush_scheduled = False
+        if self._timer is not None:  # an explicit flush() came before the interval's timer
+            self._timer.cancel()
+            self._timer = None
         error: Exception | None = None
         try:
             await self.storage.bindings.apply(list(staged.items()))
             self.commits += 1
             self.committed_changes += len(staged)
-        except Exception as e:  # storage failure: memory goes back to what is on disk
+        except Exception as e:
             log.exception("binding commit failed")
             error = e
+            if self.write_back is not None:
+                # the phones were already answered: keep memory, retry the commit later
+                # (changes staged meanwhile are newer and win)
+                self._staged = {**staged, **self._staged}
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._timer = asyncio.get_running_loop().call_later(
+                        self.write_back, self._start_flush
+                    )
+                return error
+            # write-through: memory goes back to what is on disk
             for aor in staged:
                 try:
                     rows = await self.storage.bindings.for_aor(aor)
@@ -148,6 +236,7 @@ class LocationService:
                 done(error)
             except Exception:
                 log.exception("binding completion callback failed")
+        return error
 
     async def sweep(self) -> int:
         """Drop expired bindings from memory and storage; returns how many rows storage purged."""

@@ -16,7 +16,8 @@ Processing of a REGISTER, in the order of §10.3:
    user's binding (last registration wins, what NAT rebinding needs); on → up to
    ``max_devices`` live bindings, one more → 403 "Device limit reached".
 7. The new binding set is committed to storage (group commit) and only then the 200 OK goes
-   out, listing every current binding with its remaining expiry (and the Path when the UA
+   out (with ``[registrar] persist = "write-back"`` at once, the commit following within
+   ``write_back_interval``), listing every current binding with its remaining expiry (and the Path when the UA
    supports it). A query (no Contact) just lists them.
 """
 
