@@ -704,18 +704,69 @@ class TransactionLayer:
         Raises:
             ParseError: the headers needed for matching are malformed.
         """
-        key = server_key(request)
-        txn = self._server.get(key)
-        if txn is None and request.method == "ACK" and key[0] == "2543":
-            txn = self._server.get(
-                server_key(request, to_tag=request.to.tag if request.to else None)
-            )
+        txn, key = self.find_server(request)
         if txn is not None:
             if request.method == "ACK" and not isinstance(txn, ServerInviteTransaction):
                 return None, []
             return txn, self._forget(txn.on_request(request, now))
         if request.method == "ACK":
             return None, []
+        return self.create_server(request, reply_to, reliable=reliable, now=now, key=key)
+
+    def find_server(self, request: Request) -> tuple[ServerTransaction | None, tuple[Any, ...]]:
+        """The server transaction ``request`` matches (§17.2.3), if any, and its matching key.
+
+        The first half of :meth:`receive_request`, for a TU that decides later whether a
+        request gets a transaction at all (a stateless UAS answering challenges, §8.2.7):
+        pass the key to :meth:`create_server`, and a match to :meth:`receive_request`'s
+        retransmission handling by calling :meth:`retransmission`.
+
+        Raises:
+            ParseError: the headers needed for matching are malformed.
+        """
+        key = server_key(request)
+        txn = self._server.get(key)
+        if txn is None and request.method == "ACK" and key[0] == "2543":
+            txn = self._server.get(
+                server_key(request, to_tag=request.to.tag if request.to else None)
+            )
+        return txn, key
+
+    def retransmission(
+        self, txn: ServerTransaction, request: Request, now: float
+    ) -> list[Action]:
+        """The actions for a request that :meth:`find_server` matched to ``txn``."""
+        return self._forget(txn.on_request(request, now))
+
+    def create_server(
+        self,
+        request: Request,
+        reply_to: Any,
+        *,
+        reliable: bool,
+        now: float,
+        key: tuple[Any, ...] | None = None,
+    ) -> tuple[ServerTransaction, list[Action]]:
+        """Create the server transaction of a request that matched none.
+
+        Args:
+            key: its matching key from :meth:`find_server` (computed when omitted).
+
+        Returns:
+            ``(txn, actions)``: a :class:`Deliver` for the TU (and a 100 Trying for INVITE when
+            ``auto_trying``).
+
+        Raises:
+            ValueError: an ACK (never a transaction of its own), or a transaction with this key
+                exists.
+            ParseError: the headers needed for matching are malformed.
+        """
+        if request.method == "ACK":
+            raise ValueError("an ACK does not start a server transaction")
+        if key is None:
+            key = server_key(request)
+        if key in self._server:
+            raise ValueError("a server transaction for this request exists")
         cls = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
         txn = cls(request, reply_to, reliable, self.timers, now)
         txn.keys.append(key)

@@ -133,6 +133,8 @@ class Server:
         self._domains: list[str] | None = None
         self.started_at: float | None = None
         self._stop_event: asyncio.Event | None = None
+        #: the periodic gc.freeze() of ``mss serve`` (None when embedded or turned off)
+        self.gc_keeper: GcKeeper | None = None
         #: management API (issue 8): the event channel, /explain's ring buffer, the API server
         self.hub = EventHub()
         self.decisions = DecisionLog()
@@ -775,7 +777,13 @@ class Server:
                 pass
         try:
             await self.start()
-            tune_gc(self.config.transport.gc_threshold)
+            tcfg = self.config.transport
+            tune_gc(tcfg.gc_threshold)
+            if tcfg.gc_freeze_interval > 0:
+                self.gc_keeper = GcKeeper(
+                    freeze_interval=tcfg.gc_freeze_interval, full_interval=tcfg.gc_full_interval
+                )
+                self._tasks.append(asyncio.ensure_future(self.gc_keeper.run()))
             await stop.wait()
         finally:
             await self.stop()
@@ -809,6 +817,59 @@ def tune_gc(threshold: int) -> None:
         gc.get_freeze_count(),
         extra={"event": "gc_tuned"},
     )
+
+
+class GcKeeper:
+    """Keeps the garbage collector's pauses short in ``mss serve`` (``transport.gc_*``).
+
+    A server under load keeps tens of thousands of objects alive for seconds (completed
+    transactions wait 32 s for Timer J, RFC 3261 §17.2.2), and the cyclic collector walks every
+    one of them, again and again as they age through its generations: pauses of 20-60 ms with
+    the event loop stopped, which is what made mss miss the 10 ms response-time criterion long
+    before it ran out of CPU (docs/performance.md). These objects die by reference counting,
+    which ``gc.freeze()`` does not stop; so every ``freeze_interval`` what survived moves to the
+    permanent generation and no collection walks it. Reference cycles among frozen objects are
+    found every ``full_interval`` by one full collection (unfreeze, collect, freeze).
+    """
+
+    def __init__(self, *, freeze_interval: float, full_interval: float) -> None:
+        if freeze_interval <= 0:
+            raise ValueError("freeze_interval must be > 0")
+        self.freeze_interval = freeze_interval
+        self.full_interval = full_interval
+        self.freezes = 0
+        self.full_collections = 0
+        #: objects the last full collection found unreachable, and how long it took (s)
+        self.last_collected = 0
+        self.last_pause = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + self.full_interval
+        while True:
+            await asyncio.sleep(self.freeze_interval)
+            if self.full_interval > 0 and loop.time() >= next_full:
+                next_full = loop.time() + self.full_interval
+                self.full_collection()
+            gc.freeze()
+            self.freezes += 1
+
+    def full_collection(self) -> int:
+        """Collect everything once (frozen objects included); returns what was unreachable."""
+        t0 = time.perf_counter()
+        gc.unfreeze()
+        found = gc.collect()
+        gc.freeze()
+        self.full_collections += 1
+        self.last_collected = found
+        self.last_pause = time.perf_counter() - t0
+        log.debug(
+            "full garbage collection: %d unreachable objects, %.1f ms",
+            found,
+            self.last_pause * 1000,
+            extra={"event": "gc_full"},
+        )
+        return found
 
 
 def _loop_factory(config: Config) -> Any:

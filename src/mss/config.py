@@ -193,6 +193,12 @@ def _check_realm(value: str) -> str:
     return value if value == "" else _check_header_text(value)
 
 
+def _check_gc_interval(value: float) -> float:
+    if value != 0 and not 0.05 <= value <= 86400:
+        raise ValueError("must be 0 (off) or between 0.05 and 86400 seconds")
+    return value
+
+
 def _check_write_back_interval(value: float) -> float:
     if not 0.01 <= value <= 60:
         raise ValueError("must be between 0.01 and 60 seconds")
@@ -549,6 +555,23 @@ class TransportConfig(_Checked):
             "generation-0 threshold of Python's garbage collector in `mss serve`; the objects "
             "alive after start-up are frozen (gc.freeze). 0 keeps Python's defaults",
             ge=0,
+        ),
+    )
+    gc_freeze_interval: float = field(
+        default=1.0,
+        metadata=_meta(
+            "seconds between two gc.freeze() in `mss serve`: what survived an interval leaves the "
+            "collector's generations, so no collection walks the transactions kept for Timer J "
+            "(pauses stay under a millisecond); 0 turns it off",
+            check=_check_gc_interval,
+        ),
+    )
+    gc_full_interval: float = field(
+        default=600.0,
+        metadata=_meta(
+            "seconds between two full collections (unfreeze, collect, freeze) that find reference "
+            "cycles among frozen objects; 0 never (with gc_freeze_interval > 0)",
+            check=_check_gc_interval,
         ),
     )
     recv_buffer: int = field(

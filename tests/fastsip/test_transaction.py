@@ -532,3 +532,42 @@ def test_response_target() -> None:
         5060,
     )
     assert response_target("10.0.0.1", 5070, False, None, src, reliable=True) == src
+
+
+# ------------------------------------------------------------------------------------------
+# find_server / create_server: receive_request in two steps (a TU that answers some requests
+# statelessly, RFC 3261 §8.2.7)
+# ------------------------------------------------------------------------------------------
+def test_find_then_create_equals_receive_request() -> None:
+    two = TransactionLayer()
+    one = TransactionLayer()
+    r = creq("REGISTER")
+    found, key = two.find_server(r)
+    assert found is None
+    txn, actions = two.create_server(r, ("192.0.2.1", 5060), reliable=False, now=0.0, key=key)
+    ref, ref_actions = one.receive_request(r, ("192.0.2.1", 5060), reliable=False, now=0.0)
+    assert ref is not None
+    assert [type(a) for a in actions] == [type(a) for a in ref_actions] == [Deliver]
+    assert txn.keys == ref.keys and type(txn) is type(ref)
+    # a retransmission now matches, and is discarded while the TU has not answered (§17.2.2)
+    again = creq("REGISTER")
+    assert two.find_server(again)[0] is txn
+    assert two.retransmission(txn, again, 0.1) == []
+    # once answered, the retransmission gets the same bytes again
+    out = two.send_response(txn, make_response(r, 200, to_tag="t"), 0.2)
+    first = next(a.data for a in out if isinstance(a, Send))
+    resent = two.retransmission(txn, again, 0.3)
+    assert [a.data for a in resent if isinstance(a, Send)] == [first]
+
+
+def test_create_server_refuses_ack_and_duplicates() -> None:
+    layer = TransactionLayer()
+    with pytest.raises(ValueError, match="ACK"):
+        layer.create_server(creq("ACK"), None, reliable=False, now=0.0)
+    layer.create_server(creq("OPTIONS"), None, reliable=False, now=0.0)
+    with pytest.raises(ValueError, match="exists"):
+        layer.create_server(creq("OPTIONS"), None, reliable=False, now=0.0)
+    # nothing found means nothing created: find_server alone keeps no state
+    before = len(layer)
+    assert layer.find_server(creq("MESSAGE", "z9hG4bKother"))[0] is None
+    assert len(layer) == before

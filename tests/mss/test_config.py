@@ -247,6 +247,8 @@ max_connections_per_source = 8
 max_connections = 100
 use_uvloop = false
 gc_threshold = 0
+gc_freeze_interval = 0
+gc_full_interval = 60
 recv_buffer = 1048576
 
 [tls]
@@ -361,6 +363,7 @@ def test_toml_every_section(tmp_path: Path) -> None:
     assert cfg.transport.idle_timeout == 30.0 and isinstance(cfg.transport.idle_timeout, float)
     assert cfg.transport.use_uvloop is False
     assert cfg.transport.gc_threshold == 0
+    assert (cfg.transport.gc_freeze_interval, cfg.transport.gc_full_interval) == (0.0, 60.0)
     assert cfg.tls.ca_file == "/etc/mss/ca.pem"
     assert (cfg.stun.enabled, cfg.stun.port, cfg.stun.host) == (False, 0, "::")
     assert cfg.timers.t2 == 2.0
@@ -1105,3 +1108,12 @@ def test_registrar_persistence_names_the_field(tmp_path: Path) -> None:
         env={"MSS_REGISTRAR_PERSIST": "write-back", "MSS_REGISTRAR_WRITE_BACK_INTERVAL": "2.5"},
     )
     assert (cfg.registrar.persist, cfg.registrar.write_back_interval) == ("write-back", 2.5)
+
+
+def test_gc_intervals_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "[transport]\ngc_freeze_interval = 0.001\n"), env={})
+    assert "transport.gc_freeze_interval" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "[transport]\ngc_full_interval = -1\n"), env={})
+    assert "transport.gc_full_interval" in str(e.value)

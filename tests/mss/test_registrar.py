@@ -11,7 +11,7 @@ import pytest
 from netutil import LOOP_IDS, run_on
 from serverutil import Uac, running
 
-from fastsip.parser import parse_auth
+from fastsip.parser import parse_auth, parse_datagram
 
 
 @pytest.fixture(params=LOOP_IDS)
@@ -389,7 +389,7 @@ def test_write_back_answers_before_the_commit_and_commits_once_per_interval(
     loop_name: str, tmp_path: Path
 ) -> None:
     async def main() -> None:
-        overrides = {"registrar.persist": "write-back", "registrar.write_back_interval": 0.3}
+        overrides = {"registrar.persist": "write-back", "registrar.write_back_interval": 2.0}
         async with running(tmp_path, **overrides) as srv:
             for n in range(1001, 1006):
                 await srv.users.add(str(n), f"pw-{n}")
@@ -403,7 +403,7 @@ def test_write_back_answers_before_the_commit_and_commits_once_per_interval(
             assert all(srv.location.online(str(n)) for n in range(1001, 1006))
             assert srv.location.pending == 5
             assert await srv.storage.bindings.for_aor("1001") == []
-            for _ in range(40):
+            for _ in range(120):
                 if srv.location.pending == 0 and srv.location.commits > commits:
                     break
                 await asyncio.sleep(0.05)
@@ -483,6 +483,91 @@ def test_write_back_operator_removal_waits_for_its_commit(tmp_path: Path) -> Non
             assert len(gone) == 1
             assert await srv.storage.bindings.for_aor("1001") == []
             assert srv.location.pending == 0
+            uac.close()
+
+    run_on("asyncio", main)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stateless challenges (RFC 3261 §8.2.7)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_register_challenge_leaves_no_transaction_and_retransmission_is_rechallenged(
+    loop_name: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with running(tmp_path) as srv:
+            await srv.users.add("1001", "pw-1001")
+            layer = srv.core.layer
+            before = layer.server_count
+            uac = await Uac.open(srv.port("udp"))
+            data = uac.request("REGISTER", "1001", headers=[("Expires", "3600")])
+            first = await uac.send(data)
+            assert first.status == 401
+            assert layer.server_count == before  # nothing kept for an unauthenticated request
+            assert srv.core.stats["stateless"] == 1
+            again = await uac.send(data)  # the same bytes: a retransmission
+            assert again.status == 401
+            nonces = [
+                parse_auth(r.get_all("WWW-Authenticate")[0]).params["nonce"] for r in (first, again)
+            ]
+            assert nonces[0] != nonces[1]  # challenged anew, statelessly
+            assert layer.server_count == before
+            # the answer to the challenge is handled statefully: its 200 is kept for
+            # retransmissions, which get the very same bytes
+            ok = await uac.answer(
+                first, "REGISTER", "1001", "pw-1001", headers=[("Expires", "3600")]
+            )
+            assert ok.status == 200
+            assert layer.server_count == before + 1
+            uac.close()
+
+    run_on(loop_name, main)
+
+
+def test_registration_retransmitted_during_its_commit_is_absorbed(tmp_path: Path) -> None:
+    """Write-through: the handler answers after the commit, so its transaction exists from the
+    moment it returned unanswered; a retransmission meanwhile is absorbed, not re-handled, and
+    one after the 200 gets the same bytes."""
+
+    async def main() -> None:
+        async with running(tmp_path) as srv:
+            await srv.users.add("1001", "pw-1001")
+            uac = await Uac.open(srv.port("udp"))
+            first = await uac.register("1001", None)
+            assert first.status == 401
+            from fastsip.digest import client_authorization
+
+            params = parse_auth(first.get_all("WWW-Authenticate")[-1]).params
+            auth = client_authorization(
+                username="1001",
+                realm="example.test",
+                password="pw-1001",
+                method="REGISTER",
+                uri="sip:example.test",
+                nonce=params["nonce"],
+                algorithm=params["algorithm"],
+                qop="auth",
+                cnonce="c0ffee",
+            )
+            host, port = uac.client.addr
+            data = uac.request(
+                "REGISTER",
+                "1001",
+                contact=f"<sip:1001@{host}:{port}>",
+                headers=[("Expires", "3600"), ("Authorization", auth)],
+            )
+            registered = srv.registrar.stats["registered"]
+            uac.client.send(data, uac.server)
+            uac.client.send(data, uac.server)  # before the commit finished
+            reply = parse_datagram(await uac.client.recv(3.0))
+            assert reply.status == 200
+            # the copy that came while the transaction was Trying was absorbed (§17.2.2)
+            assert await uac.client.nothing(0.3)
+            uac.client.send(data, uac.server)  # after the 200: answered from the transaction
+            assert await uac.client.recv(3.0) == bytes(reply)
+            assert srv.registrar.stats["registered"] == registered + 1  # handled once
             uac.close()
 
     run_on("asyncio", main)

@@ -111,11 +111,17 @@ class Authenticator:
         return [head + nonce + tail for head, tail in parts]
 
     def challenge(self, ctx: RequestContext, *, proxy: bool, stale: bool = False) -> None:
-        """Answer 401 (or 407 for proxy-style requests) with a fresh SHA-256 + MD5 challenge."""
+        """Answer 401 (or 407 for proxy-style requests) with a fresh SHA-256 + MD5 challenge.
+
+        Statelessly where the request has no transaction yet (REGISTER and other non-INVITE
+        requests, RFC 3261 §8.2.7): a flood of unauthenticated requests leaves no state, and a
+        retransmitted request gets a new challenge. INVITEs are challenged through their
+        transaction (it retransmits the 407 until the ACK).
+        """
         nonce = self.nonces.make(self._wall())
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         values = self._challenge_values(nonce, stale)
-        ctx.respond(407 if proxy else 401, headers=[(name, v) for v in values])
+        ctx.respond_stateless(407 if proxy else 401, headers=[(name, v) for v in values])
 
     def _fail(
         self,

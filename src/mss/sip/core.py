@@ -7,7 +7,11 @@
    malformed response is dropped;
 2. stamps the top Via with ``received`` / ``rport`` (RFC 3261 §18.2.1, RFC 3581 §4);
 3. matches it to a server transaction (retransmissions are answered from the transaction and go
-   no further) or creates one;
+   no further) or creates one. INVITE and CANCEL get theirs at once; other requests get theirs
+   when the handler first responds, or when the handler returns without a final response, so a
+   handler can answer a challenge statelessly (:meth:`RequestContext.respond_stateless`, RFC
+   3261 §8.2.7: unauthenticated requests then leave no transaction state behind, and a
+   retransmission is challenged anew);
 4. answers what the core can answer alone — 505 for another SIP version, 416 for a Request-URI
    scheme we do not serve, 420 for unsupported ``Require`` options, CANCEL (200 + 487 to the
    INVITE through the handler, or 481) — and hands everything else to the handler with a
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import Any, Protocol
@@ -63,6 +68,9 @@ log = logging.getLogger("mss.sip")
 ResponseCallback = Callable[[Response, ClientTransaction], None]
 
 SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
+#: methods whose server transaction is created on receipt (INVITE: its 100 Trying and CANCEL
+#: matching; CANCEL: answered by the core; ACK: never a transaction of its own)
+_EAGER_TRANSACTION = frozenset(("INVITE", "CANCEL", "ACK"))
 #: methods counted under their own name in the per-method counters; others count as "other"
 #: (a peer must not be able to grow the counter tables without bound).
 KNOWN_METHODS = frozenset(
@@ -198,20 +206,83 @@ class _TxnData:
 
 
 class RequestContext:
-    """A request being handled: who sent it, and how to answer it (through its transaction)."""
+    """A request being handled: who sent it, and how to answer it (through its transaction).
 
-    __slots__ = ("_answered", "cancel", "core", "request", "source", "txn")
+    ``txn`` is None while the transaction of a non-INVITE request is not created yet (see the
+    module docstring, step 3); :meth:`respond` creates it.
+    """
+
+    __slots__ = ("_answered", "_key", "_reply_to", "cancel", "core", "request", "source", "txn")
 
     def __init__(
-        self, core: SipCore, request: Request, source: Source, txn: ServerTransaction
+        self,
+        core: SipCore,
+        request: Request,
+        source: Source,
+        txn: ServerTransaction | None,
+        reply_to: Target | None = None,
+        key: tuple[Any, ...] | None = None,
     ) -> None:
         self.core = core
         self.request = request
         self.source = source
         self.txn = txn
+        self._reply_to = reply_to
+        self._key = key
         self._answered = False
         #: the CANCEL that cancelled this INVITE (its Reason header, RFC 3326), once received
         self.cancel: Request | None = None
+
+    def _open(self) -> ServerTransaction:
+        """Create the deferred server transaction (before the first response, or when the
+        handler returned without answering)."""
+        txn = self.txn
+        if txn is not None:
+            return txn
+        core = self.core
+        txn, actions = core.layer.create_server(
+            self.request,
+            self._reply_to,
+            reliable=self.source.reliable,
+            now=core.clock.now(),
+            key=self._key,
+        )
+        self.txn = txn
+        data = txn.driver_data = _TxnData()
+        data.ctx = self
+        data.source = self.source
+        core.perform([a for a in actions if type(a) is not Deliver])
+        return txn
+
+    def respond_stateless(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Response:
+        """Answer without creating a transaction (RFC 3261 §8.2.7, the stateless UAS).
+
+        For challenges (401/407) to requests without valid credentials: nothing is kept, and a
+        retransmission of the request is handled (challenged) again. An INVITE or CANCEL, which
+        has its transaction already, is answered through it as :meth:`respond` does.
+        """
+        if self.txn is not None or self._reply_to is None or self._answered:
+            return self.respond(status, reason, headers=headers)
+        core = self.core
+        resp = make_response(
+            self.request,
+            status,
+            reason,
+            to_tag=core.to_tag_for(self.request),
+            headers=[*headers, ("Server", core.server_name)],
+        )
+        self._answered = True
+        core.sender.send(self._reply_to, bytes(resp))
+        out = core.responses_out
+        out[status] = out.get(status, 0) + 1
+        core.stats["stateless"] += 1
+        return resp
 
     @property
     def answered(self) -> bool:
@@ -254,14 +325,15 @@ class RequestContext:
             self._answered = True
         core = self.core
         try:
-            actions = core.layer.send_response(self.txn, response, core.clock.now())
+            txn = self.txn if self.txn is not None else self._open()
+            actions = core.layer.send_response(txn, response, core.clock.now())
         except ValueError as e:
             log.debug("cannot respond: %s", e)
             return
         out = core.responses_out
         out[response.status] = out.get(response.status, 0) + 1
         if response.status >= 200:
-            data = self.txn.driver_data
+            data = txn.driver_data
             if data is not None:
                 data.ctx = None  # the transaction no longer needs the context (see _TxnData)
         core.perform(actions)
@@ -286,7 +358,13 @@ class SipCore:
         self.layer = TransactionLayer(timers=timers, auto_trying=True)
         self.server_name = server_name
         self.supported = frozenset(supported)
-        self.stats = {"requests": 0, "responses": 0, "invalid": 0, "retransmissions": 0}
+        self.stats = {
+            "requests": 0,
+            "responses": 0,
+            "invalid": 0,
+            "retransmissions": 0,
+            "stateless": 0,
+        }
         #: per-method / per-status message counters (the metrics exporter reads them)
         self.requests_in: dict[str, int] = {}
         self.requests_out: dict[str, int] = {}
@@ -294,6 +372,14 @@ class SipCore:
         self.responses_out: dict[int, int] = {}
         self.timings = HandlerTimings()
         self._tag_secret = id(self) & 0xFFFFFF
+        # Timer J of completed non-INVITE server transactions (RFC 3261 §17.2.2): every one has
+        # the same delay, so they expire in the order they started. Two parallel FIFOs and one
+        # clock timer for the head replace a wheel timer (a payload tuple, its arguments, a
+        # bound method) and the driver data per transaction: a completed transaction retained
+        # for 32 s is 3 objects for the garbage collector to walk instead of 7.
+        self._j_deadlines: deque[float] = deque()
+        self._j_txns: deque[Transaction] = deque()
+        self._j_armed = False
 
     # -- helpers ----------------------------------------------------------------------------
     def to_tag_for(self, request: Request) -> str:
@@ -332,9 +418,31 @@ class SipCore:
             params["received"] = source.host
             request.replace_top_via(via)
         now = self.clock.now()
+        reply_to = target_for_response(request, source)
+        if request.method not in _EAGER_TRANSACTION:
+            # The transaction is created when the handler responds (or returns unanswered), so
+            # a stateless challenge leaves nothing behind (module docstring, step 3).
+            try:
+                found, key = self.layer.find_server(request)
+            except ParseError as e:
+                self.stats["invalid"] += 1
+                self._stateless_reply(request, source, e.status_hint, e.reason)
+                return
+            if found is not None:
+                self.stats["retransmissions"] += 1
+                self.perform(self.layer.retransmission(found, request, now))
+                return
+            ctx = RequestContext(self, request, source, None, reply_to, key)
+            self._dispatch(ctx)
+            if ctx.txn is None and not ctx._answered:
+                try:
+                    ctx._open()  # the handler answers later: retransmissions must match
+                except (ValueError, ParseError):  # pragma: no cover - key checked above
+                    log.exception("cannot create the transaction of %s", request.method)
+            return
         try:
             txn, actions = self.layer.receive_request(
-                request, target_for_response(request, source), reliable=source.reliable, now=now
+                request, reply_to, reliable=source.reliable, now=now
             )
         except ParseError as e:
             self.stats["invalid"] += 1
@@ -482,6 +590,8 @@ class SipCore:
             if t is Send:
                 self.sender.send(a.dest, a.data)
             elif t is StartTimer:
+                if a.name == "J" and self._expire_in_order(a):
+                    continue
                 data = self._data(a.txn)
                 old = data.timers.pop(a.name, None)
                 if old is not None:
@@ -504,6 +614,47 @@ class SipCore:
                         clock.cancel(handle)
                     data.timers.clear()
                     data.ctx = None
+
+    def _expire_in_order(self, action: StartTimer) -> bool:
+        """Queue Timer J on the FIFO (False: its deadline is out of order, use the wheel)."""
+        deadline = self.clock.now() + action.delay
+        deadlines = self._j_deadlines
+        if deadlines and deadline < deadlines[-1]:
+            return False
+        txn = action.txn
+        data = txn.driver_data
+        if data is not None:
+            if data.timers:
+                return False
+            txn.driver_data = None  # completed: nothing of the core's state is needed any more
+        deadlines.append(deadline)
+        self._j_txns.append(txn)
+        if not self._j_armed:
+            self._j_armed = True
+            self.clock.call_later(max(0.0, deadlines[0] - self.clock.now()), self._expire_j)
+        return True
+
+    def _expire_j(self) -> None:
+        self._j_armed = False
+        now = self.clock.now()
+        due = now + 0.001  # the clock may run a timer slightly early: never re-arm for dust
+        deadlines, txns = self._j_deadlines, self._j_txns
+        layer = self.layer
+        while deadlines and deadlines[0] <= due:
+            deadlines.popleft()
+            txn = txns.popleft()
+            try:
+                self.perform(layer.timer_fired(txn, "J", now))
+            except Exception:  # one broken transaction must not stop the others' expiry
+                log.exception("timer J of %r failed", txn)
+        if deadlines:
+            self._j_armed = True
+            self.clock.call_later(max(0.0, deadlines[0] - now), self._expire_j)
+
+    @property
+    def completed_pending(self) -> int:
+        """Completed non-INVITE server transactions waiting for Timer J."""
+        return len(self._j_txns)
 
     @staticmethod
     def _data(txn: Transaction) -> _TxnData:
