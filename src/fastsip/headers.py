@@ -135,7 +135,9 @@ def _render_params(params: dict[str, str | None]) -> str:
 class Via:
     """One Via value (RFC 3261 §20.42): ``SIP/2.0/UDP host:port;branch=...``."""
 
-    __slots__ = ("host", "params", "port", "protocol", "transport")
+    # ``_src``: unset, or the text a compiled parser twin parsed this value from; it may then
+    # leave ``params`` unset and build it on first access (see :func:`_install_lazy_fields`).
+    __slots__ = ("_src", "host", "params", "port", "protocol", "transport")
 
     protocol: str
     transport: str
@@ -236,7 +238,8 @@ class Via:
 class Address:
     """A name-addr or addr-spec with header params (From, To, Contact, Route...)."""
 
-    __slots__ = ("display", "params", "uri")
+    # ``_src``: as for :class:`Via` (``uri`` and ``params`` may be built on first access).
+    __slots__ = ("_src", "display", "params", "uri")
 
     display: str | None
     uri: URI
@@ -308,6 +311,31 @@ class Address:
 
     def __hash__(self) -> int:
         return hash(self._key())
+
+
+def _install_lazy_fields(cls: type, fields: dict[str, object]) -> dict[str, object]:
+    """Let a compiled parser twin build some fields of the values it parses on first access.
+
+    The Cython twin calls this once at import for :class:`Via` (``params``, ``branch``) and
+    :class:`Address` (``uri``, ``params``, ``tag``). It checks the whole value when it parses
+    it (so the same values fail, at the same point, as in the pure twin) but builds the
+    parameter dicts and the URI only when they are read, from the text kept in ``_src``. The
+    properties it installs read and write the original slots, so a value built any other way
+    (the pure twin, ``__init__``, ``replace``) behaves as before; ``branch`` and ``tag`` are
+    found by scanning the parameter text while ``params`` is not built yet.
+
+    Args:
+        cls: :class:`Via` or :class:`Address`.
+        fields: attribute name -> the descriptor replacing the slot or the pure property.
+
+    Returns:
+        The descriptors replaced, by name.
+    """
+    replaced: dict[str, object] = {}
+    for name, prop in fields.items():
+        replaced[name] = cls.__dict__[name]
+        setattr(cls, name, prop)
+    return replaced
 
 
 class CSeq:

@@ -357,7 +357,7 @@ class Message:
         cache = self._cache
         cached = cache.get("via", _MISSING)
         if cached is not _MISSING:
-            return cached[0] if cached else None  # type: ignore[no-any-return]
+            return cached[0] if cached else None
         top = cache.get("@via", _MISSING)
         if top is _MISSING:
             top = None
@@ -600,9 +600,10 @@ _PURE: dict[str, Callable[[Message], Any]] = {}
 
 
 def _install_fast_accessors(
-    getters: dict[str, Callable[[Message], Any]],
+    getters: dict[str, Any],
     serialize: Callable[[Message], bytes],
     fast_response: Callable[..., Response | None],
+    validate: Callable[[Message], None] | None = None,
 ) -> dict[str, Callable[[Message], Any]]:
     """Let a compiled parser twin read and write the messages it parsed in C.
 
@@ -616,25 +617,35 @@ def _install_fast_accessors(
     headers.
 
     Args:
-        getters: accessor name -> C function taking the message.
+        getters: accessor name -> C function taking the message, or a read-only descriptor
+            (not callable) whose ``__get__`` calls one: it is installed as it is.
         serialize: the C ``__bytes__``.
         fast_response: called by :func:`make_response` with its arguments (positionally); returns
             the response, or None to let the pure code build it (any case it does not handle,
             errors included).
+        validate: the C :meth:`Message.validate` (the same checks, in the same order, through the
+            C accessors), or None.
 
     Returns:
-        The pure functions the C ones defer to: each accessor name, and ``"__bytes__"``.
+        The pure functions the C ones defer to: each accessor name, ``"__bytes__"`` and
+        ``"validate"``.
     """
     global _fast_response
     if not _PURE:
         for name in _FAST_ACCESSORS:
             _PURE[name] = Message.__dict__[name].fget
         _PURE["__bytes__"] = Message.__bytes__
+        _PURE["validate"] = Message.validate
     for name, fn in getters.items():
         if name not in _FAST_ACCESSORS:
             raise ValueError(f"not a fast accessor: {name}")
-        setattr(Message, name, property(fn, doc=_PURE[name].__doc__))
+        if callable(fn):
+            setattr(Message, name, property(fn, doc=_PURE[name].__doc__))
+        else:  # already a descriptor (a C type with ``__get__``)
+            setattr(Message, name, fn)
     Message.__bytes__ = serialize  # type: ignore[method-assign,assignment]
+    if validate is not None:
+        Message.validate = validate  # type: ignore[method-assign,assignment]
     _fast_response = fast_response
     return dict(_PURE)
 

@@ -732,9 +732,7 @@ class TransactionLayer:
             )
         return txn, key
 
-    def retransmission(
-        self, txn: ServerTransaction, request: Request, now: float
-    ) -> list[Action]:
+    def retransmission(self, txn: ServerTransaction, request: Request, now: float) -> list[Action]:
         """The actions for a request that :meth:`find_server` matched to ``txn``."""
         return self._forget(txn.on_request(request, now))
 

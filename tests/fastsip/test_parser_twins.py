@@ -161,6 +161,38 @@ def full_message(m: Message, twin: Any) -> Any:
     return out
 
 
+def lazy_first(twin: Any, data: Any, **kw: Any) -> Any:
+    """validate() on a fresh message, and the lazily built fields read before anything else.
+
+    The C twin checks a Via or an address when it parses it but builds ``params`` and ``uri``
+    on first access, and finds ``branch`` / ``tag`` without building ``params``; its validate()
+    runs on messages nothing was read from yet. Both must match the pure twin exactly.
+    """
+    m = twin.parse_datagram(data, **kw)
+    out: list[Any] = [outcome(m.validate)]
+    m = twin.parse_datagram(data, **kw)
+    out.append(outcome(lambda: [(v.branch, v.branch) for v in m.vias]))
+    for name in ("from_", "to"):
+        out.append(outcome(lambda name=name: _addr_first(getattr(m, name))))
+    out.append(outcome(lambda: [_addr_first(a) for a in m.contacts]))
+    out.append(outcome(lambda: [(a.uri, a.tag, str(a)) for a in m.routes]))
+    m = twin.parse_datagram(data, **kw)
+    out.append(outcome(lambda: m.via and (m.via.branch, m.via.params, m.via.branch, str(m.via))))
+    out.append(outcome(lambda: m.to and (m.to.params, m.to.uri, m.to.tag, repr(m.to))))
+    return out
+
+
+def _addr_first(a: Address | None) -> Any:
+    if a is None:
+        return None
+    tag = a.tag
+    uri = a.uri
+    assert a.uri is uri
+    params = a.params
+    assert a.params is params and a.tag == tag
+    return (tag, uri, params, str(a), hash(a) == hash(a.replace()))
+
+
 def datagram(twin: Any, data: Any, **kw: Any) -> Any:
     try:
         m = twin.parse_datagram(data, **kw)
@@ -168,7 +200,7 @@ def datagram(twin: Any, data: Any, **kw: Any) -> Any:
         return ("ParseError", e.reason, e.status_hint, e.offset)
     except Exception as e:
         return ("exc", type(e).__name__)
-    return ("ok", full_message(m, twin))
+    return ("ok", full_message(m, twin), lazy_first(twin, data, **kw))
 
 
 def stream(twin: Any, chunks: list[bytes], **kw: Any) -> Any:
@@ -219,12 +251,27 @@ VALUE_FUNCS = (
 )
 
 
+def _value_first(x: Any) -> Any:
+    """The lazily found / built fields of a parsed value, read first (see lazy_first)."""
+    if isinstance(x, list):
+        return [_value_first(v) for v in x]
+    if isinstance(x, Via):
+        return (x.branch, x.params, x.branch, x.has_rport, str(x))
+    if isinstance(x, Address):
+        return _addr_first(x)
+    return x
+
+
 def same_values(text: Any, max_via: Any = 70) -> None:
     for f in VALUE_FUNCS:
         args = (text, max_via) if f == "parse_via" else (text,)
         a = outcome(lambda: getattr(P, f)(*args))
         b = outcome(lambda: getattr(C, f)(*args))
         assert a == b, (f, text)
+        if f in ("parse_via", "parse_address", "parse_address_list") and a[0] == "ok":
+            a = outcome(lambda: _value_first(getattr(P, f)(*args)))
+            b = outcome(lambda: _value_first(getattr(C, f)(*args)))
+            assert a == b, (f, text)
 
 
 def same_classify(data: Any) -> None:
@@ -1189,3 +1236,85 @@ def _responses(twin: Any) -> list[Any]:
 
 def test_make_response_fast_path_matches_pure() -> None:
     assert _responses(P) == _responses(C)
+
+
+# ---------------------------------------------------------------------------------------------
+# lazy Via / Address fields (C twin) and the C validate()
+# ---------------------------------------------------------------------------------------------
+def test_lazy_values_behave_like_plain_ones() -> None:
+    import copy
+    import pickle
+
+    via_text = "SIP/2.0/UDP h:5060 ;BRANCH=z9hG4bKx ; rport;branch=no, SIP/2.0/TCP [::1];x=1"
+    addr_text = '"A \\"b\\"" <sip:a%41@h;lr?x=y>;TAG=t1;tag=t2;q=0.5, sip:b@h;tag="q"'
+    for twin in (P, C):
+        v1, v2 = twin.parse_via(via_text)
+        assert (v1.branch, v2.branch) == ("z9hG4bKx", None)
+        assert v1.params == {"branch": "z9hG4bKx", "rport": None}
+        assert v1.params is v1.params and v1.has_rport and v2.params == {"x": "1"}
+        a1, a2 = twin.parse_address_list(addr_text)
+        assert (a1.tag, a2.tag, a1.display) == ("t1", '"q"', 'A "b"')
+        assert a1.uri is a1.uri and a1.uri.user == "aA" and a1.uri.headers == {"x": "y"}
+        assert a1.params == {"tag": "t1", "q": "0.5"} and a1.q == 0.5
+        fresh = twin.parse_via(via_text)[0]
+        for clone in (copy.copy(fresh), copy.deepcopy(fresh), pickle.loads(pickle.dumps(fresh))):
+            assert clone == v1 and clone.branch == "z9hG4bKx" and str(clone) == str(v1)
+        fresh_a = twin.parse_address_list(addr_text)[0]
+        for clone in (copy.copy(fresh_a), pickle.loads(pickle.dumps(fresh_a))):
+            assert clone == a1 and clone.tag == "t1" and repr(clone) == repr(a1)
+        # assignment replaces the value; branch / tag follow params
+        v1.params = {"branch": "z9hG4bKy"}
+        assert v1.branch == "z9hG4bKy" and str(v1) == "SIP/2.0/UDP h:5060;branch=z9hG4bKy"
+        a2.uri = a1.uri
+        assert str(a2) == '<sip:a%41@h;lr?x=y>;tag="q"'
+        lazy_a = twin.parse_address("<sip:x@h>;tag=1")
+        assert lazy_a.with_tag("2").tag == "2" and lazy_a.tag == "1"
+        lazy_a.params = {"tag": "3"}
+        assert lazy_a.tag == "3" and str(lazy_a) == "<sip:x@h>;tag=3"
+        with pytest.raises(AttributeError):
+            fresh.branch = "x"  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            fresh_a.tag = "x"  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            Via.__new__(Via).params
+        with pytest.raises(AttributeError):
+            Via.__new__(Via).branch
+        with pytest.raises(AttributeError):
+            Address.__new__(Address).uri
+        assert Via("UDP", "h", params={"branch": "b"}).branch == "b"
+        assert Address(URI("sip", host="h"), params={"tag": "t"}).tag == "t"
+
+
+def test_c_validate_matches_the_pure_method_on_c_messages() -> None:
+    from fastsip import message
+
+    pure = message._PURE["validate"]
+    for _, data in CORPUS + [("reg", REG)]:
+        try:
+            C.parse_datagram(data)
+        except ParseError:
+            continue
+        a = outcome(lambda data=data: pure(C.parse_datagram(data)))
+        b = outcome(lambda data=data: C.parse_datagram(data).validate())
+        assert a == b, data
+    for extra in (
+        b"Date: Sat, 13 Nov 2010 23:29:00 GMT\r\n",
+        b"Date: tomorrow\r\n",
+        b"Expires: 1\r\nContent-Type: a/b\r\nExpires: 2\r\ni: x\r\n",
+        b"i: \x0b\r\n",
+    ):
+        data = REG.replace(b"Content-Length: 0", extra + b"Content-Length: 0")
+        assert outcome(lambda: C.parse_datagram(data).validate()) == outcome(
+            lambda: pure(C.parse_datagram(data))
+        )
+        same_datagram(data)
+
+        def edited(twin: Any, data: bytes = data) -> Message:
+            m = twin.parse_datagram(data)
+            m.set("X-Key", "1")  # a key that is not interned
+            m._headers.append(("call-" + "id", "Call-ID", "second"))  # nor this one
+            return m
+
+        a = outcome(lambda: pure(edited(C)))
+        assert a == outcome(lambda: edited(C).validate()) == outcome(lambda: edited(P).validate())
+        assert a[0] == "ParseError"

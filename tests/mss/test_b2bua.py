@@ -537,6 +537,53 @@ def test_interrupted_calls_closed_at_restart(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # pure units
 # --------------------------------------------------------------------------------------------
+def test_cdr_writer_batches_records_and_survives_a_bad_one(tmp_path: Path) -> None:
+    """The call-record writer stores what is queued in one put_many; flush skips the window."""
+    from mss.features.cdr import CallLog, CdrService
+    from mss.storage import open_storage
+
+    class Repo:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.batches: list[int] = []
+
+        async def put(self, cdr: Any) -> None:
+            await self.inner.put(cdr)
+
+        async def put_many(self, cdrs: Any) -> None:
+            self.batches.append(len(cdrs))
+            await self.inner.put_many(cdrs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    async def main() -> None:
+        async with open_storage("sqlite", path=tmp_path / "cdr.sqlite3") as storage:
+            repo = Repo(storage.cdrs)
+            svc = CdrService(repo, storage.kv, window=3600.0)  # type: ignore[arg-type]
+            await svc.start()
+            logs = [CallLog(f"c{i}", "1001", "1002", 1000.0 + i) for i in range(3)]
+            for clog in logs:
+                svc.opened(clog)
+            svc.closed(logs[0])  # coalesced with its marker
+            await asyncio.wait_for(svc.flush(), 20)  # does not wait for the window
+            assert repo.batches == [3] and svc.stats["written"] == 3
+            assert svc.stats["coalesced"] == 1
+            bad = CallLog("bad", "1001", "1002", 2000.0)
+            bad.extra["x"] = object()  # not JSON: the batch fails, each record is retried
+            svc.closed(logs[1])
+            svc.closed(bad)
+            svc.closed(logs[2])
+            await asyncio.wait_for(svc.stop(), 20)
+            assert repo.batches == [3, 3] and svc.stats["errors"] == 1
+            assert svc.stats["written"] == 5
+            rows = {r.id: r for r in await storage.cdrs.query()}
+            assert sorted(rows) == ["c0", "c1", "c2"]
+            assert all(r.end_at is not None for r in rows.values())
+
+    asyncio.run(main())
+
+
 def test_call_counter_exact() -> None:
     c = CallCounter()
     assert c.acquire("user:1", "out", "a", limit=1) is None

@@ -585,6 +585,26 @@ def test_cdrs(make: Callable[..., Storage]) -> None:
     using(make, body)
 
 
+def test_cdrs_put_many(make: Callable[..., Storage]) -> None:
+    async def body(s: Storage) -> None:
+        marker = CdrRecord("c1", "1001", "1002", T0 + 1)
+        busy = CdrRecord("c2", "1002", "1001", T0 + 2, status=486, result="busy")
+        ended = replace(marker, end_at=T0 + 9, result="answered", extra={"codec": "PCMU"})
+        await s.cdrs.put_many([])
+        cursor = await s.changes.latest()
+        await s.cdrs.put_many([marker, busy, ended])  # a later record of an id replaces it
+        assert await s.cdrs.query() == [ended, busy]
+        assert await feed(s, cursor) == [("cdr", "c1", "put"), ("cdr", "c2", "put")] + [
+            ("cdr", "c1", "put")
+        ]
+        bad = CdrRecord("c3", "1003", "1001", T0 + 3, extra={"x": object()})
+        with pytest.raises(ValueError):
+            await s.cdrs.put_many([CdrRecord("c4", "1004", "1001", T0 + 4), bad])
+        assert [r.id for r in await s.cdrs.query()] == ["c1", "c2"]  # all or nothing
+
+    using(make, body)
+
+
 def test_sqlite_cdr_purge_in_chunks(db_path: Path) -> None:
     async def main() -> None:
         async with SqliteStorage(db_path) as s:

@@ -35,6 +35,15 @@ callee leg, carrying the caller's SDP answer when the caller made a late offer (
 SDP). Without an ACK after 64*T1 the call is released with BYE on both sides. The callee's 2xx
 retransmissions get our ACK again; the same machinery serves re-INVITEs in both directions.
 
+Memory of an established call (issue 9): once the caller's ACK for the call's 2xx arrives
+(:meth:`B2bua._established`), or the call ends, the call lets go of what only set-up needed —
+the caller's INVITE context (parsed request, server transaction), the winning leg's INVITE and
+client transaction, the routing and the INVITE headers in :class:`CallInfo` — and keeps each
+leg's dialog state (Call-ID, tags, CSeq, remote target, route set, our Contact, the ACK bytes
+resent on a retransmitted 2xx) and the call record. ``Call.ctx`` raises after that; nothing
+reads it past the answer. A call the voicemail answered keeps its context (the deposit reads the
+caller's From after the call ended).
+
 In-dialog requests (BYE, re-INVITE, UPDATE, INFO, PRACK, MESSAGE, NOTIFY, OPTIONS...) are found
 by (Call-ID, our tag) and relayed to the other leg as a new client transaction on that leg; the
 final response is relayed back. BYE is answered 200 at once and a BYE goes to the other leg (the
@@ -73,6 +82,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -293,9 +303,9 @@ class Call:
     """One call attempt: the caller's leg, the callee legs, timers and the call record."""
 
     __slots__ = (
+        "_ctx",
         "b2bua",
         "caller",
-        "ctx",
         "early_leg",
         "id",
         "info",
@@ -314,7 +324,7 @@ class Call:
         self, b2bua: B2bua, ctx: RequestContext, info: CallInfo, user: UserRecord, log_: CallLog
     ) -> None:
         self.b2bua = b2bua
-        self.ctx = ctx
+        self._ctx: RequestContext | None = ctx
         self.info = info
         self.id = info.id
         self.user = user
@@ -329,6 +339,18 @@ class Call:
         self.max_forwards = 70
         #: the voicemail answered this call (mss.sip.voicemail.VoicemailCall), issue 10
         self.voicemail: Any = None
+
+    @property
+    def ctx(self) -> RequestContext:
+        """The caller's INVITE being answered; released once the call is established.
+
+        Raises:
+            LookupError: released (the caller's ACK for the 2xx arrived, or the call ended).
+        """
+        ctx = self._ctx
+        if ctx is None:
+            raise LookupError(f"call {self.id}: the caller's INVITE was released")
+        return ctx
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.info.caller}->{self.info.callee} {self.state}>"
@@ -990,6 +1012,31 @@ class B2bua:
             self.core.clock.cancel(aw.handle)
             aw.handle = None
         self._send_ack(aw.peer, aw.peer_cseq, request.body, request.get("Content-Type"))
+        call = leg.call
+        if aw.ctx is call._ctx:
+            self._established(call)
+
+    def _established(self, call: Call) -> None:
+        """The caller ACKed the call's 2xx: keep only what the two dialogs need.
+
+        The caller's INVITE (its parsed request, server transaction and context), the callee
+        INVITE and its client transaction, the routing and the INVITE's headers in the call
+        information were needed to answer, cancel, fork or fall back; an established call only
+        needs each leg's dialog state (ids, tags, CSeq, remote target, route set, the ACK
+        sent) and the call record. The transaction layer keeps its transactions until their
+        own timers end.
+        """
+        ctx = call._ctx
+        if ctx is not None:
+            self._by_ctx.pop(ctx, None)
+            call._ctx = None
+        call.routing = None
+        if call.info.headers:
+            call.info = replace(call.info, headers=())
+        winner = call.winner
+        if winner is not None:
+            winner.invite = None
+            winner.txn = None
 
     def _send_ack(self, leg: Leg, cseq: int, body: bytes, content_type: str | None) -> None:
         if cseq in leg.acks:
@@ -1067,7 +1114,7 @@ class B2bua:
                 ctx.respond(415, headers=[("Accept", "application/sdp")])
                 return
         headers = _copied(req)
-        if req.method == "PRACK" and leg.side == "caller" and peer.invite is not None:
+        if req.method == "PRACK" and leg.side == "caller" and peer.side == "callee":
             rack = req.get("RAck")
             if rack:
                 parts = rack.split()
@@ -1167,7 +1214,11 @@ class B2bua:
             self.core.clock.cancel(call.no_answer)
             call.no_answer = None
         self.calls.release(call.id)
-        self._by_ctx.pop(call.ctx, None)
+        ctx = call._ctx
+        if ctx is not None:
+            self._by_ctx.pop(ctx, None)
+            if call.voicemail is None:
+                call._ctx = None  # kept a while by the dialogs (_forget); the voicemail needs it
         self._active.pop(call.id, None)
         legs = [lg for lg in (call.caller, *call.legs) if lg is not None]
         for leg in legs:
@@ -1180,7 +1231,7 @@ class B2bua:
             for side in (call.caller, call.winner):
                 if side is None or side.state == "ended" or side.byed:
                     continue
-                if side.side == "callee" and side.invite is not None:
+                if side.side == "callee":
                     self._send_ack(side, 1, b"", None)  # a BYE before the caller's ACK
                 side.byed = True
                 side.state = "ended"

@@ -678,6 +678,17 @@ class CdrRepo(Protocol):
         """
         ...
 
+    async def put_many(self, cdrs: Sequence[CdrRecord]) -> None:
+        """Create or replace several records in one write (SQLite: one transaction).
+
+        All or nothing: when one record cannot be stored none is (a later record of the same id
+        replaces an earlier one). Appends one ``cdr`` change per record.
+
+        Raises:
+            ValueError: an ``extra`` is not JSON-serialisable.
+        """
+        ...
+
     async def get(self, id: str) -> CdrRecord | None:
         """The record, or ``None``."""
         ...

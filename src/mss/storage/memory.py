@@ -354,6 +354,15 @@ class MemoryCdrs:
         s.cdrs[cdr.id] = _codec.cdr_row(cdr)
         s.log("cdr", cdr.id, "put", s.clock())
 
+    async def put_many(self, cdrs: Sequence[CdrRecord]) -> None:
+        s = self._s
+        s.check()
+        rows = [_codec.cdr_row(cdr) for cdr in cdrs]  # all or nothing: encode first
+        now = s.clock()
+        for cdr, row in zip(cdrs, rows, strict=True):
+            s.cdrs[cdr.id] = row
+            s.log("cdr", cdr.id, "put", now)
+
     async def get(self, id: str) -> CdrRecord | None:
         self._s.check()
         row = self._s.cdrs.get(id)

@@ -629,6 +629,15 @@ class SqliteCdrs:
             conn.execute(_CDR_UPSERT, row)
             conn.execute(_CHANGE_INSERT, ("cdr", cdr.id, "put", now))
 
+    async def put_many(self, cdrs: Sequence[CdrRecord]) -> None:
+        if not cdrs:
+            return
+        rows = [_codec.cdr_row(cdr) for cdr in cdrs]
+        now = self._db.clock()
+        with self._db.write(len(rows)) as conn:
+            conn.executemany(_CDR_UPSERT, rows)
+            conn.executemany(_CHANGE_INSERT, [("cdr", cdr.id, "put", now) for cdr in cdrs])
+
     async def get(self, id: str) -> CdrRecord | None:
         row = self._db.one(_CDR_SELECT + " WHERE id = ?", (id,))
         return None if row is None else _codec.cdr_from_row(row)
