@@ -187,6 +187,8 @@ class MssServer(Server):
     kind = "mss"
     #: ``[registrar] persist`` of the server under test (``--mss-persist``)
     registrar_persist = "write-back"
+    #: further ``MSS_*`` settings of the server under test (``--mss-set``)
+    extra_env: dict[str, str] = {}
 
     @property
     def data_dir(self) -> Path:
@@ -219,6 +221,7 @@ class MssServer(Server):
                 "MSS_REGISTRAR_PERSIST": self.registrar_persist,
             }
         )
+        env.update(self.extra_env)
         return env
 
     def prepare(self) -> None:

@@ -755,6 +755,18 @@ RUNNERS = {
 # --------------------------------------------------------------------------- the run
 
 
+def mss_settings(items: list[str]) -> dict[str, str]:
+    """``--mss-set section.key=value`` options as the ``MSS_SECTION_KEY`` variables of mss."""
+    env: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        section, _, key = name.strip().partition(".")
+        if not sep or not section or not key:
+            raise SystemExit(f"--mss-set: expected SECTION.KEY=VALUE, got {item!r}")
+        env[f"MSS_{section.upper()}_{key.upper()}"] = value
+    return env
+
+
 def versions() -> dict[str, str]:
     import fastsip
 
@@ -845,6 +857,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="mss [registrar] persist (default write-back, like Kamailio's in-memory usrloc)",
     )
     ap.add_argument(
+        "--mss-set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="another mss setting for the server under test, e.g. transport.gc_threshold=2000 "
+        "(passed as MSS_SECTION_KEY; repeatable)",
+    )
+    ap.add_argument(
         "--rates",
         default="",
         help="a fixed list of rates for every rate scenario, instead of the search",
@@ -931,6 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import machine
 
     MssServer.registrar_persist = args.mss_persist
+    MssServer.extra_env = mss_settings(args.mss_set)
     run_dir = Path(tempfile.mkdtemp(prefix="mss-e2e-"))
     suite = Suite(args, run_dir)
     results: dict[str, Any] = {
@@ -954,6 +975,8 @@ def main(argv: list[str] | None = None) -> int:
     print(results["machine"])
     print("versions: " + "; ".join(f"{k} {v}" for k, v in results["versions"].items()))
     print(f"mss registrar persist: {args.mss_persist}")
+    if args.mss_set:
+        print(f"mss settings: {', '.join(args.mss_set)}")
     print(f"load average at start: {results['loadavg_start']}", flush=True)
     status = 0
     try:
