@@ -356,12 +356,13 @@ def run_rate(suite: Suite, scenario: Scenario, kind: str) -> dict[str, Any]:
                 fixed=fixed,
                 stop_after=suite.args.stop_after,
             )
+            cap = suite.args.ladder_seconds
+            if not suite.args.quick:
+                cap = max(cap, scenario.ladder_seconds)
             while (rate := ladder.next()) is not None:
                 need = suite.step_seconds * 2 + scenario.hold_ms / 1000 + 8
-                if time.monotonic() - t0 + need > suite.args.ladder_seconds:
-                    entry["note"] = (
-                        f"search stopped by --ladder-seconds {suite.args.ladder_seconds:g}"
-                    )
+                if time.monotonic() - t0 + need > cap:
+                    entry["note"] = f"search stopped by its wall-time cap ({cap:g} s)"
                     break
                 if suite.remaining() < need + suite.args.reserve:
                     entry["note"] = "search stopped by the time budget"
