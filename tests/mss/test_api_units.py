@@ -128,6 +128,30 @@ def test_hub_delivers_filters_and_drops_slow_consumers() -> None:
     run(main())
 
 
+def test_hub_publish_built_builds_only_for_a_listener() -> None:
+    """publish_built(kind, build, *args): the same as publish(build(*args)) for the subscribers
+    and the counters, but build is not called when no subscriber takes ``kind``."""
+    built: list[int] = []
+
+    def build(n: int) -> dict[str, Any]:
+        built.append(n)
+        return {"type": "callStatus", "n": n}
+
+    async def main() -> None:
+        hub = EventHub(wall=lambda: 5.0)
+        assert hub.publish_built("callStatus", build, 1) == 0  # nobody listens
+        users = hub.subscribe(["userStatus"])
+        assert hub.publish_built("callStatus", build, 2) == 0  # nobody listens to calls
+        assert built == [] and hub.stats["published"] == 2 and hub.stats["delivered"] == 0
+        calls = hub.subscribe(["callStatus"])
+        assert hub.publish_built("callStatus", build, 3) == 1
+        assert built == [3] and hub.stats["published"] == 3 and hub.stats["delivered"] == 1
+        assert await calls.get() == {"type": "callStatus", "n": 3, "at": 5.0}
+        assert len(users) == 0
+
+    run(main())
+
+
 def test_hub_bounds_subscribers() -> None:
     hub = EventHub(max_subscribers=1)
     hub.subscribe()

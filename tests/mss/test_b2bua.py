@@ -22,7 +22,7 @@ from serverutil import running
 
 from fastsip.message import Request, Response
 from mss.features.calls import CallCounter
-from mss.sip.b2bua import best_response, parse_reason
+from mss.sip.b2bua import _Entropy, best_response, parse_reason
 
 
 @pytest.fixture(params=LOOP_IDS)
@@ -827,3 +827,63 @@ def test_call_counts_return_to_zero_after_random_endings(tmp_path: Path) -> None
             assert len(recs) == len(outcomes) and all(r.end_at for r in recs)
 
     run_on("asyncio", main, timeout=90)
+
+
+def test_entropy_values_have_the_formats_of_secrets_and_uuid() -> None:
+    """Call ids, tags, Call-IDs and branches come from blocks of os.urandom: the same formats
+    as uuid.uuid4().hex and secrets.token_hex(n), and no value repeats across blocks."""
+    import re
+    import uuid
+
+    e = _Entropy()
+    ids = [e.uuid4_hex() for _ in range(600)]  # more than one 4 KiB block
+    for text in ids:
+        u = uuid.UUID(hex=text)
+        assert u.hex == text and u.version == 4 and u.variant == uuid.RFC_4122
+    for n in (6, 8, 10):
+        assert re.fullmatch(f"[0-9a-f]{{{2 * n}}}", e.hex(n))
+    before = e.hex(8)
+    e.reset()  # a forked child starts a block of its own
+    assert len({*ids, before, e.hex(8)}) == len(ids) + 2
+
+
+def test_call_log_values_are_the_record_fields_in_order() -> None:
+    """CdrService queues CallLog.values() and builds CdrRecord(*values) when it writes: every
+    field lands where the keyword-built record has it."""
+    from mss.features.cdr import CallLog
+    from mss.storage.base import CdrRecord
+
+    log = CallLog("id1", "1001", "91002", 100.0, call_id="cid", caller_addr="udp:1.2.3.4:5060")
+    log.callee, log.callee_addr, log.direction, log.route = "1002", "udp:5.6.7.8:5060", "out", "r"
+    log.ring_at, log.answer_at, log.end_at = 101.0, 102.5, 110.0004
+    log.status, log.cause, log.reason, log.hangup, log.result = 200, 16, "bye", "caller", "answered"
+    log.extra["k"] = "v"
+    values = log.values()
+    log.extra["k"] = "changed later"  # the queued values keep their own copy
+    expected = CdrRecord(
+        id="id1",
+        caller="1001",
+        dialed="91002",
+        setup_at=100.0,
+        callee="1002",
+        call_id="cid",
+        caller_addr="udp:1.2.3.4:5060",
+        callee_addr="udp:5.6.7.8:5060",
+        direction="out",
+        route="r",
+        ring_at=101.0,
+        answer_at=102.5,
+        end_at=110.0004,
+        duration=7.5,
+        status=200,
+        cause=16,
+        reason="bye",
+        hangup="caller",
+        result="answered",
+        extra={"k": "v"},
+    )
+    assert CdrRecord(*values) == expected and dict(CdrRecord(*values).extra) == {"k": "v"}
+    fresh = CallLog("id2", "1001", "1002", 5.0)
+    assert fresh.record() == CdrRecord(
+        id="id2", caller="1001", dialed="1002", setup_at=5.0, result="interrupted"
+    )

@@ -54,6 +54,8 @@ SCAN_MARGIN = 300.0
 #: seconds the writer lets records gather before one transaction stores them all
 WRITE_WINDOW = 0.1
 _PAGE = 1000
+#: a queued record: :class:`CdrRecord`'s fields in order (see :meth:`CallLog.values`)
+_Values = tuple[Any, ...]
 
 
 class CallLog:
@@ -118,27 +120,39 @@ class CallLog:
         return max(0.0, round(self.end_at - self.answer_at, 3))
 
     def record(self) -> CdrRecord:
-        return CdrRecord(
-            id=self.id,
-            caller=self.caller,
-            dialed=self.dialed,
-            setup_at=self.setup_at,
-            callee=self.callee,
-            call_id=self.call_id,
-            caller_addr=self.caller_addr,
-            callee_addr=self.callee_addr,
-            direction=self.direction,
-            route=self.route,
-            ring_at=self.ring_at,
-            answer_at=self.answer_at,
-            end_at=self.end_at,
-            duration=self.duration,
-            status=self.status,
-            cause=self.cause,
-            reason=self.reason,
-            hangup=self.hangup,
-            result=self.result,
-            extra=dict(self.extra),
+        return CdrRecord(*self.values())
+
+    def values(self) -> _Values:
+        """The record's fields in :class:`CdrRecord` order (``CdrRecord(*values)``).
+
+        A plain tuple is what :class:`CdrService` queues: most queued states are coalesced
+        into a later one before the writer runs, so the frozen dataclass (20 guarded
+        attribute sets) is only built for the state that is written.
+        """
+        answer_at = self.answer_at
+        end_at = self.end_at
+        return (
+            self.id,
+            self.caller,
+            self.dialed,
+            self.setup_at,
+            self.callee,
+            self.call_id,
+            self.caller_addr,
+            self.callee_addr,
+            self.direction,
+            self.route,
+            self.ring_at,
+            answer_at,
+            end_at,
+            # as the duration property
+            0.0 if answer_at is None or end_at is None else max(0.0, round(end_at - answer_at, 3)),
+            self.status,
+            self.cause,
+            self.reason,
+            self.hangup,
+            self.result,
+            dict(self.extra),
         )
 
 
@@ -158,7 +172,7 @@ class CdrService:
         self.wall = wall
         #: seconds the writer waits for more records before a write (0: at the next loop turn)
         self.window = window
-        self._pending: dict[str, CdrRecord] = {}
+        self._pending: dict[str, _Values] = {}
         self._wake: asyncio.Event | None = None
         #: set by flush(): the writer stops waiting for the window
         self._urgent: asyncio.Event | None = None
@@ -240,25 +254,28 @@ class CdrService:
     # -- the B2BUA's calls ------------------------------------------------------------------
     def opened(self, call: CallLog) -> None:
         """Store the "call started" marker (result ``interrupted``, no end time)."""
-        self._queue(call.record())
+        self._queue(call.values())
 
     def closed(self, call: CallLog) -> None:
         """Store the final record of a call."""
         if call.end_at is None:
             call.end_at = self.wall()
-        self._queue(call.record())
+        self._queue(call.values())
 
-    def _queue(self, record: CdrRecord) -> None:
-        if record.id in self._pending:
+    def _queue(self, values: _Values) -> None:
+        # the record is built when written (_write_pending): a coalesced state never is
+        key = values[0]
+        pending = self._pending
+        if key in pending:
             self.stats["coalesced"] += 1
-        self._pending[record.id] = record
+        pending[key] = values
         if self._wake is not None:
             self._wake.set()
 
     async def _write_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, {}
-            records = list(batch.values())
+            records = [CdrRecord(*values) for values in batch.values()]
             if len(records) > 1:
                 try:
                     await self.repo.put_many(records)

@@ -61,6 +61,8 @@ class EventPublisher(Protocol):
 
     def publish(self, event: dict[str, Any]) -> int: ...
 
+    def publish_built(self, kind: str, build: Callable[..., dict[str, Any]], *args: Any) -> int: ...
+
 
 class Subscription:
     """One subscriber's bounded queue of events."""
@@ -179,6 +181,19 @@ class EventHub:
                 sub.close("slow consumer")
         self.stats["delivered"] += n
         return n
+
+    def publish_built(self, kind: str, build: Callable[..., dict[str, Any]], *args: Any) -> int:
+        """:meth:`publish` ``build(*args)``, an event of type ``kind``, if anyone would get it.
+
+        For events published on every call: when no subscriber takes ``kind`` (the usual
+        case, nobody on ``/events``) the event is not built, only counted as published, which
+        is all :meth:`publish` would have done with it.
+        """
+        for sub in self._subs:
+            if sub.types is None or kind in sub.types:
+                return self.publish(build(*args))
+        self.stats["published"] += 1
+        return 0
 
     def close(self) -> None:
         """Close every subscription (server stop)."""

@@ -313,14 +313,18 @@ class ExternalCalls:
             step = steps[i]
             routed: Routing | None
             if step.kind == "user":
-                routed = self.calls.local_user_step(replace(request, number=step.user))
+                # (the copies are made only when a field changes: the usual internal call,
+                # a user dialled by number, routes the request and the routing as they are)
+                ask = request if request.number == step.user else replace(request, number=step.user)
+                routed = self.calls.local_user_step(ask)
                 if routed is None:
                     if source is None and step.route is None and len(steps) == 1:
                         return None  # the implicit default: the local-user step answers 404
                     routed = Routing(status=404, reason="Not Found", callee=step.user)
-                routed = replace(
-                    routed, route=source or "", direction="inbound" if source else "internal"
-                )
+                route = source or ""
+                direction = "inbound" if source else "internal"
+                if routed.route != route or routed.direction != direction:
+                    routed = replace(routed, route=route, direction=direction)
             elif step.kind == "line":
                 routed = self._line_routing(request, step)
             else:

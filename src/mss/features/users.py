@@ -69,9 +69,7 @@ class IpGrant:
     @property
     def host(self) -> str | None:
         """The single address of a /32 or /128 grant (where calls to the user are sent)."""
-        if self.network.num_addresses == 1:
-            return str(self.network.network_address)
-        return None
+        return self.exact  # the same text, formatted once (asked on every call to the user)
 
 
 def parse_allow_ip(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None]:

@@ -78,9 +78,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
@@ -174,8 +173,56 @@ def best_response(responses: Iterable[Response]) -> Response | None:
     return same[0]
 
 
+class _Entropy:
+    """Random bytes from ``os.urandom`` read 4 KiB at a time.
+
+    A call takes seven random values (its id, two tags, the callee leg's Call-ID, three Via
+    branches); ``secrets.token_hex`` / ``uuid.uuid4`` make one ``getrandom`` system call each.
+    The bytes are the same kind (the kernel's CSPRNG), only read in blocks. A forked child
+    drops the parent's block, or both would hand out the same values.
+    """
+
+    __slots__ = ("_block", "_pos")
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._pos = 0
+
+    def reset(self) -> None:
+        self._block = b""
+        self._pos = 0
+
+    def take(self, n: int) -> bytes:
+        pos = self._pos
+        end = pos + n
+        if end > len(self._block):
+            self._block = os.urandom(self.SIZE)
+            pos, end = 0, n
+        self._pos = end
+        return self._block[pos:end]
+
+    def hex(self, n: int) -> str:
+        """What ``secrets.token_hex(n)`` returns: ``2 * n`` lower-case hex digits."""
+        return self.take(n).hex()
+
+    def uuid4_hex(self) -> str:
+        """What ``uuid.uuid4().hex`` returns (RFC 4122 version 4: the version and variant bits
+        set as :class:`uuid.UUID` sets them)."""
+        n = int.from_bytes(self.take(16), "big")
+        n = (n & ~(0xC000 << 48)) | (0x8000 << 48)  # variant RFC 4122
+        n = (n & ~(0xF000 << 64)) | (4 << 76)  # version 4
+        return f"{n:032x}"
+
+
+_entropy = _Entropy()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_entropy.reset)
+
+
 def _token() -> str:
-    return secrets.token_hex(6)
+    return _entropy.hex(6)
 
 
 def _copied(msg: Request | Response, drop: frozenset[str] = _HOP_HEADERS) -> list[tuple[str, str]]:
@@ -428,7 +475,7 @@ class B2bua:
         """Publish ``callStatus`` ``state`` for ``call`` (issue 8) when an event hub is wired."""
         if self.events is not None:
             try:
-                self.events.publish(call_status_event(state, call.log))
+                self.events.publish_built("callStatus", call_status_event, state, call.log)
             except Exception:  # an event must never break a call
                 log.exception("callStatus event failed")
 
@@ -437,7 +484,7 @@ class B2bua:
 
     def _via(self, transport: str, host: str, port: int) -> str:
         hp = f"[{host}]" if ":" in host else host
-        return f"SIP/2.0/{transport.upper()} {hp}:{port};branch=z9hG4bK{secrets.token_hex(8)};rport"
+        return f"SIP/2.0/{transport.upper()} {hp}:{port};branch=z9hG4bK{_entropy.hex(8)};rport"
 
     def _contact(self, user: str, transport: str, host: str, port: int) -> str:
         hp = f"[{host}]" if ":" in host else host
@@ -522,7 +569,7 @@ class B2bua:
         source = f"{src.transport}:{host}:{src.port}"
         dialed = req.uri.user or ""
         info = CallInfo(
-            id=uuid.uuid4().hex,
+            id=_entropy.uuid4_hex(),
             caller=user.number,
             callee=dialed,
             source=source,
@@ -640,7 +687,7 @@ class B2bua:
         leg = Leg(
             call,
             "callee",
-            call_id=f"{secrets.token_hex(10)}@{lhost}",
+            call_id=f"{_entropy.hex(10)}@{lhost}",
             local_tag=tag,
             local=local,
             remote=remote,
@@ -1366,7 +1413,7 @@ class B2bua:
         src = ctx.source
         host = f"[{src.host}]" if ":" in src.host else src.host
         info = CallInfo(
-            id=uuid.uuid4().hex,
+            id=_entropy.uuid4_hex(),
             caller=user.number,
             callee=req.uri.user or "",
             source=f"{src.transport}:{host}:{src.port}",
@@ -1399,7 +1446,7 @@ class B2bua:
                     f"{display + ' ' if display else ''}<sip:{user.number}@{domain}>;tag={tag}",
                 ),
                 ("To", f"<sip:{routing.callee}@{domain}>"),
-                ("Call-ID", f"{secrets.token_hex(10)}@{lhost}"),
+                ("Call-ID", f"{_entropy.hex(10)}@{lhost}"),
                 ("CSeq", "1 MESSAGE"),
                 *_copied(req),
                 ("Content-Length", str(len(req.body))),

@@ -380,6 +380,14 @@ class SipCore:
         self._j_deadlines: deque[float] = deque()
         self._j_txns: deque[Transaction] = deque()
         self._j_armed = False
+        # Timers L and M (RFC 6026 §8.4, §8.7: the Accepted state of a server / client INVITE
+        # transaction that a 2xx ended, one of each per answered call) have the same delay as
+        # Timer J, 64*T1, and run alone in that state: the same kind of FIFO instead of two
+        # wheel timers per call. The core's data stays: a server transaction passes on the ACK
+        # with its source, a client one hands retransmitted 2xx to its callback.
+        self._a_deadlines: deque[float] = deque()
+        self._a_txns: deque[tuple[Transaction, str]] = deque()
+        self._a_armed = False
 
     # -- helpers ----------------------------------------------------------------------------
     def to_tag_for(self, request: Request) -> str:
@@ -590,7 +598,11 @@ class SipCore:
             if t is Send:
                 self.sender.send(a.dest, a.data)
             elif t is StartTimer:
-                if a.name == "J" and self._expire_in_order(a):
+                name = a.name
+                if name == "J":
+                    if self._expire_in_order(a):
+                        continue
+                elif (name == "L" or name == "M") and self._accepted_in_order(a):
                     continue
                 data = self._data(a.txn)
                 old = data.timers.pop(a.name, None)
@@ -650,6 +662,40 @@ class SipCore:
         if deadlines:
             self._j_armed = True
             self.clock.call_later(max(0.0, deadlines[0] - now), self._expire_j)
+
+    def _accepted_in_order(self, action: StartTimer) -> bool:
+        """Queue Timer L or M on its FIFO (False: out of order or other timers run: the wheel)."""
+        deadline = self.clock.now() + action.delay
+        deadlines = self._a_deadlines
+        if deadlines and deadline < deadlines[-1]:
+            return False
+        txn = action.txn
+        data = txn.driver_data
+        if data is not None and data.timers:
+            return False
+        deadlines.append(deadline)
+        self._a_txns.append((txn, action.name))
+        if not self._a_armed:
+            self._a_armed = True
+            self.clock.call_later(max(0.0, deadlines[0] - self.clock.now()), self._expire_accepted)
+        return True
+
+    def _expire_accepted(self) -> None:
+        self._a_armed = False
+        now = self.clock.now()
+        due = now + 0.001  # as _expire_j
+        deadlines, txns = self._a_deadlines, self._a_txns
+        layer = self.layer
+        while deadlines and deadlines[0] <= due:
+            deadlines.popleft()
+            txn, name = txns.popleft()
+            try:
+                self.perform(layer.timer_fired(txn, name, now))
+            except Exception:  # one broken transaction must not stop the others' expiry
+                log.exception("timer %s of %r failed", name, txn)
+        if deadlines:
+            self._a_armed = True
+            self.clock.call_later(max(0.0, deadlines[0] - now), self._expire_accepted)
 
     @property
     def completed_pending(self) -> int:
