@@ -30,6 +30,11 @@ What is different is only how the work is done:
   (``message._install_fast_accessors``); they serve the messages this twin parsed and hand any
   other message to the pure definitions, so the pure code stays the specification.
   ``Message.validate`` has a C version installed the same way.
+* A parsed message keeps its header fields as offsets into its bytes (``_Head``) instead of
+  the ``(key, name, value)`` list; the C accessors read them directly, and the list is built
+  on the first Python-level read of ``_headers`` (``_HeadersSlot``, installed into Message by
+  ``message._install_lazy_headers``), so pure code, mss and the serializer see what the pure
+  twin builds. Header *syntax* is still checked at parse time, as in the pure twin.
 * ``parse_via`` and the address parsers check the whole value (same errors, same order) but
   leave ``Via.params``, ``Address.uri`` and ``Address.params`` unset; descriptors installed
   into those shared classes (``headers._install_lazy_fields``) build them from the value's text
@@ -43,6 +48,8 @@ from libc.string cimport memchr, memcmp, memcpy
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+cimport cython
 
 import sys as _sys
 import inspect as _inspect
@@ -52,6 +59,7 @@ from .errors import ParseError
 from .headers import COMPACT_FORMS, Address, Auth, CSeq, Via, _install_lazy_fields, header_key
 from .limits import DEFAULT_LIMITS, Limits
 from .message import Kind, Message, Request, Response, _install_fast_accessors
+from .message import _install_lazy_headers
 from .message import REASON_PHRASES as _REASON_PHRASES, _RESPONSE_COPY, _check_value
 from .message import _DATE_RE, _uint as _py_uint
 from .headers import SINGLE_VALUE_HEADERS, display_name
@@ -77,6 +85,7 @@ cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
     object PyUnicode_DecodeASCII(const char* s, Py_ssize_t size, const char* errors)
     object PyUnicode_Substring(object s, Py_ssize_t start, Py_ssize_t end)
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
     object PyUnicode_New(Py_ssize_t size, UC maxchar)
     object PyList_New(Py_ssize_t n)
     void PyList_SET_ITEM(object lst, Py_ssize_t i, PyObject* o)
@@ -497,6 +506,7 @@ cdef object _new_auth(object scheme, object params, object quoted):
 
 
 cdef bint _LAZY_OK = False   # Via/Address fields may be left unset (set by _install_lazy)
+cdef bint _LAZY_HEADERS = False   # messages may hold a _Head in _headers (_HeadersSlot installed)
 cdef object _SELF = None   # this module: messages' ``_p`` (value parsers used lazily)
 cdef object _K_GARBAGE = Kind.GARBAGE
 cdef object _K_SIP = Kind.SIP
@@ -769,7 +779,10 @@ cdef object _parse_start(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, CLi
 
 ctypedef struct HeadInfo:
     int cl_count           # Content-Length header lines seen
-    PyObject* cl_value     # the first one's value (borrowed from the headers list)
+    PyObject* cl_value     # the first one's value when folded (borrowed from the _Head)
+    const unsigned char* cl_p   # else its octets: cl_p[0:cl_n]
+    Py_ssize_t cl_n
+    PyObject* head         # the message's _Head (borrowed: the message holds it)
     bint is_request
 
 
@@ -803,95 +816,165 @@ cdef object _fold(const unsigned char* p, Py_ssize_t vs, Py_ssize_t ve, Py_ssize
     return b" ".join(parts).decode("utf-8", "surrogateescape")
 
 
+# ---------------------------------------------------------------------------------------------
+# the header section as offsets: the lazy form of Message._headers
+# ---------------------------------------------------------------------------------------------
+# A message this twin parses keeps, instead of the list of (key, name, value) tuples, a _Head:
+# per header field its key and name (shared interned strs for the well-known names) and the
+# span of its value in the message's bytes. The C accessors read values straight from it and
+# build the value str of only the headers they read (kept, so a value read twice is the same
+# object). The first Python-level read of ``_headers`` (pure Message code, mss, the tests)
+# goes through _HeadersSlot, installed into Message in place of the slot's member descriptor,
+# which builds the exact list the pure twin builds, stores it in the slot and returns it; from
+# then on the message is an ordinary one. Why: the tuples and the value strs nobody reads were
+# a third of the cost of parsing a message.
+ctypedef struct HEnt:
+    PyObject* key          # owned
+    PyObject* name         # owned
+    PyObject* value        # owned, or NULL until built from buf[vs:ve]
+    Py_ssize_t vs
+    Py_ssize_t ve
+
 cdef enum:
-    ITEMS_MAX = 48
-
-ctypedef struct Items:
-    # header tuples collected on the stack (owned references), moved into an exactly sized
-    # list at the end; a message with more headers spills into a growing list
-    PyObject* a[ITEMS_MAX]
-    Py_ssize_t n
-    PyObject* spill
+    HEAD_CAP0 = 16          # entries allocated at first (most messages have fewer headers)
 
 
-cdef int _push(Items* it, object t) except -1:
-    cdef Py_ssize_t k
-    cdef list lst
-    if it.spill != NULL:
-        (<list>it.spill).append(t)
-    elif it.n < ITEMS_MAX:
-        Py_INCREF(t)
-        it.a[it.n] = <PyObject*>t
-        it.n += 1
+@cython.no_gc
+@cython.freelist(16)
+cdef class _Head:
+    """Header fields of a parsed message as offsets into its bytes (never seen by pure code).
+
+    No reference cycle can go through it (it holds bytes and strs only): not GC-tracked.
+    """
+
+    cdef object buf         # bytes the spans index: the datagram, or the framed stream message
+    cdef HEnt* ents         # small, or a heap array for a message with more headers
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef bint ascii         # the whole header section is ASCII (how values are decoded)
+    # Entries of the usual message stored in the object itself: with the freelist, parsing
+    # a message allocates no memory for its headers at all.
+    cdef HEnt small[HEAD_CAP0]
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.ents != NULL:
+            for i in range(self.n):
+                Py_XDECREF(self.ents[i].key)
+                Py_XDECREF(self.ents[i].name)
+                Py_XDECREF(self.ents[i].value)
+            if self.ents != self.small:
+                PyMem_Free(self.ents)
+            self.ents = NULL
+
+
+cdef int _head_grow(_Head h) except -1:
+    cdef Py_ssize_t cap
+    cdef HEnt* grown
+    if h.cap == 0:
+        h.ents = h.small
+        h.cap = HEAD_CAP0
+        return 0
+    cap = h.cap * 2
+    if h.ents == h.small:
+        grown = <HEnt*>PyMem_Malloc(cap * sizeof(HEnt))
+        if grown != NULL:
+            memcpy(grown, h.small, h.n * sizeof(HEnt))
     else:
-        lst = PyList_New(it.n)
-        for k in range(it.n):
-            PyList_SET_ITEM(lst, k, it.a[k])   # steals the reference we held
-        it.n = 0
-        Py_INCREF(lst)
-        it.spill = <PyObject*>lst
-        lst.append(t)
+        grown = <HEnt*>PyMem_Realloc(h.ents, cap * sizeof(HEnt))
+    if grown == NULL:
+        raise MemoryError()
+    h.ents = grown
+    h.cap = cap
     return 0
 
 
-cdef void _drop(Items* it) noexcept:
-    cdef Py_ssize_t k
-    for k in range(it.n):
-        Py_XDECREF(it.a[k])
-    it.n = 0
-    Py_XDECREF(it.spill)
-    it.spill = NULL
+cdef inline int _head_push(_Head h, object key, object name, object value, Py_ssize_t vs,
+                           Py_ssize_t ve) except -1:
+    """Append an entry (value None: built from the span on first use)."""
+    if h.n == h.cap:
+        _head_grow(h)
+    cdef HEnt* e = &h.ents[h.n]
+    Py_INCREF(key)
+    Py_INCREF(name)
+    e.key = <PyObject*>key
+    e.name = <PyObject*>name
+    if value is None:
+        e.value = NULL
+    else:
+        Py_INCREF(value)
+        e.value = <PyObject*>value
+    e.vs = vs
+    e.ve = ve
+    h.n += 1
+    return 0
 
 
-cdef object _items_list(Items* it):
-    cdef Py_ssize_t k
-    cdef list lst
-    if it.spill != NULL:
-        lst = <list>it.spill
-        Py_XDECREF(it.spill)
-        it.spill = NULL
-        return lst
-    lst = PyList_New(it.n)
-    for k in range(it.n):
-        PyList_SET_ITEM(lst, k, it.a[k])
-    it.n = 0
+cdef PyObject* _head_value(_Head h, Py_ssize_t i) except NULL:
+    """The value str of entry i (borrowed; built from the bytes and kept on first use)."""
+    cdef HEnt* e = &h.ents[i]
+    cdef const unsigned char* p
+    if e.value == NULL:
+        p = <const unsigned char*>PyBytes_AS_STRING(h.buf)
+        v = _decode(p, e.vs, e.ve, h.ascii)
+        Py_INCREF(v)
+        e.value = <PyObject*>v
+    return e.value
+
+
+cdef list _head_list(_Head h):
+    """The ``_headers`` list the pure twin builds for the same bytes."""
+    cdef Py_ssize_t i
+    cdef list lst = PyList_New(h.n)
+    cdef tuple t
+    for i in range(h.n):
+        t = (<object>h.ents[i].key, <object>h.ents[i].name, <object>_head_value(h, i))
+        Py_INCREF(t)
+        PyList_SET_ITEM(lst, i, <PyObject*>t)
     return lst
 
 
 cdef object _parse_head(const unsigned char* p, Py_ssize_t start, Py_ssize_t end,
                         object limits, CLimits* lim, HeadInfo* info):
-    """Start line and header fields in p[start:end] (end = index of the CRLFCRLF)."""
-    cdef Items items
-    items.n = 0
-    items.spill = NULL
-    try:
-        msg = _parse_fields(p, start, end, lim, info, &items)
-    except BaseException:
-        _drop(&items)
-        raise
+    """Start line and header fields in p[start:end] (end = index of the CRLFCRLF).
+
+    The caller sets the _Head's ``buf`` (info.head) to the bytes p points into.
+    """
+    cdef _Head head = _Head.__new__(_Head)
+    head.ascii = _ascii(p + start, end - start)
+    msg = _parse_fields(p, start, end, lim, info, head)
     global _SELF
     cdef _Shape shape = _REQ if info.is_request else _RESP
     if _SELF is None:
         _SELF = _sys.modules[__name__]
-    shape.put(msg, M_HEADERS, _items_list(&items))
+    info.head = <PyObject*>head
+    shape.put(msg, M_HEADERS, head)
     shape.put(msg, M_CACHE, {})
     shape.put(msg, M_LIMITS, limits)
     shape.put(msg, M_P, _SELF)
     return msg
 
 
+cdef inline int _head_done(object msg, HeadInfo* info, object buf) except -1:
+    """Point the message's _Head at the bytes its offsets index (materialize when not lazy)."""
+    cdef _Head head = <_Head>info.head
+    head.buf = buf
+    if not _LAZY_HEADERS:
+        (_REQ if info.is_request else _RESP).put(msg, M_HEADERS, _head_list(head))
+    return 0
+
+
 cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t end,
-                          CLimits* lim, HeadInfo* info, Items* items):
+                          CLimits* lim, HeadInfo* info, _Head head):
     cdef Py_ssize_t e, pos, j, k, nl, vs, ve, size, name_pos, stop, nh = 0
     cdef Py_ssize_t max_headers = lim.max_headers, max_len = lim.max_header_length
-    cdef unsigned char c, up
+    cdef unsigned char c
     cdef unsigned char low[NAME_MAX]
     cdef size_t h
     cdef Ent* ent
     cdef const unsigned char* q
     cdef object msg, name, key, value
-    # one pass over the section decides how every value is decoded
-    cdef bint ascii = _ascii(p + start, end - start)
+    cdef bint ascii = head.ascii
 
     e = _line_end(p, start, end)
     if e < 0:
@@ -911,13 +994,11 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t e
         # field-name: token octets, lower-cased and hashed on the way for the name table
         j = pos
         h = 5381
-        up = 0
         stop = e if e - pos < NAME_MAX else pos + NAME_MAX
         while j < stop:
             c = _lc[p[j]]
             if c == 0:
                 break
-            up |= c ^ p[j]
             low[j - pos] = c
             h = _hash_step(h, c)
             j += 1
@@ -945,7 +1026,7 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t e
             key = <object>ent.key
             if memcmp(p + pos, ent.canon, nl) == 0:
                 name = <object>ent.canon_obj
-            elif not up:
+            elif memcmp(p + pos, ent.low, nl) == 0:   # written all in lower case
                 name = <object>ent.low_obj
             else:
                 name = _ascii_str(p + pos, nl)
@@ -962,20 +1043,44 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t e
             vs += 1
         while ve > vs and (p[ve - 1] == CH_SP or p[ve - 1] == CH_HT):
             ve -= 1
+        value = None   # built from p[vs:ve] when first read
         if e + 2 < end and (p[e + 2] == CH_SP or p[e + 2] == CH_HT):
             value = _fold(p, vs, ve, &pos, &e, end, &size, name_pos, max_len)
-        elif ascii:
-            value = _ascii_str(p + vs, ve - vs)
-        else:
-            value = PyUnicode_DecodeUTF8(<const char*>p + vs, ve - vs, "surrogateescape")
-        _push(items, (key, name, value))
-        nh += 1
         if (ent != NULL and (ent.flags & F_CONTENT_LENGTH)) or \
                 (ent == NULL and key == S_CONTENT_LENGTH):
             info.cl_count += 1
             if info.cl_count == 1:
-                info.cl_value = <PyObject*>value
+                info.cl_value = NULL if value is None else <PyObject*>value
+                info.cl_p = p + vs
+                info.cl_n = ve - vs
+        _head_push(head, key, name, value, vs, ve)
+        nh += 1
     return msg
+
+
+cdef Py_ssize_t _content_length_octets(HeadInfo* info, CLimits* lim,
+                                       Py_ssize_t offset) except -2:
+    """_content_length from the value's octets (not folded). Any octet that is not an ASCII
+    digit fails as the decoded value would (a non-ASCII character is not a digit either), so
+    only all-digit values get further, and for them octets and characters are the same."""
+    cdef const unsigned char* d = info.cl_p
+    cdef Py_ssize_t n = info.cl_n, i, z
+    cdef unsigned long long v = 0
+    if n == 0:
+        raise _err("bad Content-Length", offset)
+    for i in range(n):
+        if d[i] < 48 or d[i] > 57:
+            raise _err("bad Content-Length", offset)
+    z = 0
+    while z < n and d[z] == 48:
+        z += 1
+    if n - z > 10:
+        raise _err("Content-Length too large", offset, 413 if info.is_request else 513)
+    for i in range(z, n):
+        v = v * 10 + (d[i] - 48)
+    if v > <unsigned long long>lim.max_message_size:
+        raise _err("Content-Length too large", offset, 413 if info.is_request else 513)
+    return <Py_ssize_t>v
 
 
 cdef Py_ssize_t _content_length(HeadInfo* info, CLimits* lim, Py_ssize_t offset) except -2:
@@ -989,6 +1094,8 @@ cdef Py_ssize_t _content_length(HeadInfo* info, CLimits* lim, Py_ssize_t offset)
         raise _err("multiple Content-Length headers", offset)
     if info.cl_count == 0:
         return -1
+    if info.cl_value == NULL:
+        return _content_length_octets(info, lim, offset)
     cdef str value = <str><object>info.cl_value
     n = PyUnicode_GET_LENGTH(value)
     kind = PyUnicode_KIND(value)
@@ -1054,6 +1161,7 @@ def parse_datagram(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Request |
     if end < 0:
         raise _err("no empty line after the header section", n)
     msg = _parse_head(p, start, end, limits, &lim, &info)
+    _head_done(msg, &info, buf)   # the offsets index buf (p points into it)
     body_start = end + 4
     cl = _content_length(&info, &lim, start)
     if cl < 0:
@@ -1179,6 +1287,7 @@ cdef class StreamParser:
                 shape.put(msg, M_BODY,
                           PyBytes_FromStringAndSize(PyBytes_AS_STRING(raw) + end + 4, cl))
                 shape.put(msg, M_RAW, raw)
+                _head_done(msg, &info, raw)   # the offsets (from p + o) index raw
                 out.append(msg)
         except ParseError:
             self._broken = True
@@ -1247,6 +1356,23 @@ cdef inline bint _chars_ok(const UCH* d, Py_ssize_t a, Py_ssize_t b,
     return True
 
 
+cdef inline int _chars_ok_pct(const UCH* d, Py_ssize_t a, Py_ssize_t b,
+                              unsigned int mask) noexcept nogil:
+    """_chars_ok, and whether a "%" was seen (one pass instead of two): 0 a bad character,
+    1 fine, 2 fine with an escape to decode (every class this is used with has "%")."""
+    cdef UC c
+    cdef int r = 1
+    while a < b:
+        c = d[a]
+        if c < 128:
+            if not (_ct[c] & mask):
+                return 0
+            if c == CH_PCT:
+                r = 2
+        a += 1
+    return r
+
+
 cdef inline bint _all_in(const UCH* d, Py_ssize_t a, Py_ssize_t b,
                          unsigned int mask) noexcept nogil:
     """Every character in the (ASCII) class."""
@@ -1266,6 +1392,14 @@ cdef inline Py_ssize_t _span(const UCH* d, Py_ssize_t i, Py_ssize_t n,
 
 
 cdef inline object _sub(str s, Py_ssize_t a, Py_ssize_t b):
+    """s[a:b] (0 <= a <= b <= len(s)).
+
+    An ASCII slice of two or more characters that is not the whole string is copied straight
+    into a new ASCII str: the same result as PyUnicode_Substring, without its generic checks
+    (it is called for every host, user, tag and branch read).
+    """
+    if b - a > 1 and PyUnicode_IS_COMPACT_ASCII(s) and b - a < PyUnicode_GET_LENGTH(s):
+        return _ascii_str(<const unsigned char*>PyUnicode_DATA(s) + a, b - a)
     return PyUnicode_Substring(s, a, b)
 
 
@@ -1439,6 +1573,7 @@ cdef inline object _port_obj(Py_ssize_t port):
 cdef int _uri_params(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, dict params,
                      str what) except -1:
     cdef Py_ssize_t ia = a, ib, semi, eq, ne
+    cdef int ok
     while True:
         semi = _find(d, CH_SEMI, ia, b)
         ib = semi if semi >= 0 else b
@@ -1446,14 +1581,18 @@ cdef int _uri_params(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, dict pa
         ne = eq if eq >= 0 else ib
         if ne == ia:
             raise _err(f"empty parameter in {what}")
-        if not _chars_ok(d, ia, ne, C_PARAM):
+        ok = _chars_ok_pct(d, ia, ne, C_PARAM)
+        if ok == 0:
             raise _err(f"bad character in {what}")
         if params is None:   # check only (a lazy value: see _LazyField)
-            _check_unescape(text, d, ia, ne, what)
+            if ok == 2:
+                _unescape_slow(_sub(text, ia, ne), what)
             if eq >= 0:
-                if not _chars_ok(d, eq + 1, ib, C_PARAM):
+                ok = _chars_ok_pct(d, eq + 1, ib, C_PARAM)
+                if ok == 0:
                     raise _err(f"bad character in {what}")
-                _check_unescape(text, d, eq + 1, ib, what)
+                if ok == 2:
+                    _unescape_slow(_sub(text, eq + 1, ib), what)
         else:
             key = _lower_name(text, d, ia, ne, True, what)
             if eq >= 0:
@@ -1475,7 +1614,9 @@ cdef object _parse_uri(str src, const UCH* d, Py_ssize_t s, Py_ssize_t e, object
 
     With ``build`` False only the checks run (in the same order) and the result is None.
     """
-    cdef Py_ssize_t colon, i, rs, at, uc, ue, hs, he, q, ia, ib, amp, eq, semi, port
+    cdef Py_ssize_t colon, i, rs, at = -1, at2 = -1, uc, ue, hs, he, q, ia, ib, amp, eq, semi
+    cdef Py_ssize_t port
+    cdef int ok
     cdef UC c0, c
     # scheme: ASCII letter, then scheme characters, up to the first colon
     colon = _span(d, s, e, C_SCHEME)
@@ -1489,8 +1630,15 @@ cdef object _parse_uri(str src, const UCH* d, Py_ssize_t s, Py_ssize_t e, object
         raise _err("bad URI scheme")
     for i in range(colon + 1, e):
         c = d[i]
-        if c < 128 and (_ct[c] & C_BADURI):
-            raise _err("bad character in URI")
+        if c < 128:
+            if _ct[c] & C_BADURI:
+                raise _err("bad character in URI")
+            # the first and second "@" (used for sip / sips below), found in the same pass
+            if c == CH_AT:
+                if at < 0:
+                    at = i
+                elif at2 < 0:
+                    at2 = i
     rs = colon + 1
     if colon - s == 3 and (c0 | 0x20) == 0x73 and (d[s + 1] | 0x20) == 0x69 \
             and (d[s + 2] | 0x20) == 0x70:
@@ -1528,27 +1676,29 @@ cdef object _parse_uri(str src, const UCH* d, Py_ssize_t s, Py_ssize_t e, object
     # sip / sips (RFC 3261 §19.1)
     user = None
     password = None
-    at = _find(d, CH_AT, rs, e)
     if at >= 0:
-        if _find(d, CH_AT, at + 1, e) >= 0:
+        if at2 >= 0:
             raise _err("more than one @ in URI")
         uc = _find(d, CH_COLON, rs, at)
         ue = uc if uc >= 0 else at
         if ue == rs:
             raise _err("empty user in URI")
-        if not _chars_ok(d, rs, ue, C_USER):
+        ok = _chars_ok_pct(d, rs, ue, C_USER)
+        if ok == 0:
             raise _err("bad character in URI user")
         if build:
-            user = _unescape(src, d, rs, ue, "URI user")
-        else:
-            _check_unescape(src, d, rs, ue, "URI user")
+            user = _unescape_slow(_sub(src, rs, ue), "URI user") if ok == 2 else _sub(src, rs, ue)
+        elif ok == 2:
+            _unescape_slow(_sub(src, rs, ue), "URI user")
         if uc >= 0:
-            if not _chars_ok(d, uc + 1, at, C_PASSWORD):
+            ok = _chars_ok_pct(d, uc + 1, at, C_PASSWORD)
+            if ok == 0:
                 raise _err("bad character in URI password")
             if build:
-                password = _unescape(src, d, uc + 1, at, "URI password")
-            else:
-                _check_unescape(src, d, uc + 1, at, "URI password")
+                password = (_unescape_slow(_sub(src, uc + 1, at), "URI password") if ok == 2
+                            else _sub(src, uc + 1, at))
+            elif ok == 2:
+                _unescape_slow(_sub(src, uc + 1, at), "URI password")
         hs = at + 1
     else:
         hs = rs
@@ -1686,12 +1836,15 @@ cdef object _parse_host_str(str s, str what, Py_ssize_t* port_out):
     return _parse_host(s, <const uint32_t*>data, 0, n, what, port_out)
 
 
-cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via):
-    cdef Py_ssize_t i = 0, j, k, pp, close, na, nb, va, vb, ta, tb, port, limit = 0
+cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bint top_only):
+    """The Via values of one header value (all checked); with top_only the first one, not
+    the list (``Message.via`` reads only the top value: no list to build and drop)."""
+    cdef Py_ssize_t i = 0, j, k, pp, close, na, nb, va, vb, ta, tb, port, limit = 0, count = 0
     cdef bint c_limit = PyLong_CheckExact(max_via)
     if c_limit:
         limit = _clamp(max_via)
-    cdef list out = []
+    cdef list out = None if top_only else []
+    cdef object top = None
     while True:
         i = _skip_ws(d, i, n)
         na = i
@@ -1740,13 +1893,18 @@ cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via):
             protocol = S_SIP20
         else:
             protocol = f"{_sub(text, na, nb)}/{_sub(text, va, vb)}"
-        out.append(_new_via(protocol, _ascii_exact(text, d, ta, tb, True), host,
-                            _port_obj(port), None,
-                            text if (na == 0 and i == n) else _sub(text, na, i)))
-        if (len(out) > limit) if c_limit else (len(out) > max_via):
+        via = _new_via(protocol, _ascii_exact(text, d, ta, tb, True), host, _port_obj(port),
+                       None, text if (na == 0 and i == n) else _sub(text, na, i))
+        count += 1
+        if top_only:
+            if count == 1:
+                top = via
+        else:
+            out.append(via)
+        if (count > limit) if c_limit else (count > max_via):
             raise _err("too many Via values", -1, 513)
         if i >= n:
-            return out
+            return top if top_only else out
         i += 1  # the comma
 
 
@@ -1759,16 +1917,16 @@ def parse_via(text: str, max_via: int = 70) -> list[Via]:
     return _via_values(text, max_via)
 
 
-cdef object _via_values(object text, object max_via):
+cdef object _via_values(object text, object max_via, bint top_only=False):
     cdef str t = text   # TypeError for anything but str
     cdef int kind = _kind(t)
     cdef const void* data = PyUnicode_DATA(t)
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(t)
     if kind == 1:
-        return _parse_via(t, <const uint8_t*>data, n, max_via)
+        return _parse_via(t, <const uint8_t*>data, n, max_via, top_only)
     if kind == 2:
-        return _parse_via(t, <const uint16_t*>data, n, max_via)
-    return _parse_via(t, <const uint32_t*>data, n, max_via)
+        return _parse_via(t, <const uint16_t*>data, n, max_via, top_only)
+    return _parse_via(t, <const uint32_t*>data, n, max_via, top_only)
 
 
 cdef object _words(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b):
@@ -2009,7 +2167,6 @@ def parse_auth(text: str) -> Auth:
 # Why C: a Python-level property plus its dict look-ups and header loop cost more than the
 # value parse itself (m.cseq was 0.8 µs for a 0.13 µs parse_cseq).
 cdef extern from "Python.h":
-    bint PyUnicode_IS_COMPACT_ASCII(object o)
     # borrowed; unlike PyDict_GetItem it does not save and restore the error state each call
     PyObject* PyDict_GetItem "PyDict_GetItemWithError"(object d, object k) except? NULL
     bint PyUnicode_CHECK_INTERNED(object o)
@@ -2022,6 +2179,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyTuple_GET_SIZE(object o)
     PyObject* PyTuple_GET_ITEM(object o, Py_ssize_t i)
     bint PyObject_TypeCheck(object o, PyTypeObject* t)
+    Py_ssize_t PyDict_GET_SIZE(object o)
 
 
 cdef Py_ssize_t _O_CACHE = _slot_offset(Message, "_cache")
@@ -2057,6 +2215,13 @@ cdef object _P_CSEQ = None, _P_CONTACTS = None, _P_EXPIRES = None, _P_MAX_FORWAR
 cdef object _P_CONTENT_LENGTH = None, _P_BYTES = None
 
 
+cdef inline PyObject* _cached(dict cache, str key) except? NULL:
+    """cache.get(key) (borrowed); a fresh message's empty cache costs no look-up."""
+    if PyDict_GET_SIZE(cache) == 0:
+        return NULL
+    return PyDict_GetItem(cache, key)
+
+
 cdef inline PyObject* _slot(object o, Py_ssize_t off) noexcept:
     return (<PyObject**>((<char*><PyObject*>o) + off))[0]
 
@@ -2077,18 +2242,93 @@ cdef inline bint _mine(object msg) noexcept:
     if x == NULL or not PyDict_CheckExact(<object>x):
         return False
     x = _slot(msg, _O_HEADERS)
-    return x != NULL and PyList_CheckExact(<object>x)
+    return x != NULL and (PyList_CheckExact(<object>x) or type(<object>x) is _Head)
 
 
-cdef int _first(object hs, str key, PyObject** out) noexcept:
+cdef object _headers_list(object msg):
+    """The message's ``_headers`` list, built from its _Head (and stored) on first use."""
+    cdef PyObject** addr = <PyObject**>((<char*><PyObject*>msg) + _O_HEADERS)
+    cdef PyObject* old = addr[0]
+    cdef list lst
+    if old != NULL and type(<object>old) is _Head:
+        lst = _head_list(<_Head><object>old)
+        Py_INCREF(lst)
+        addr[0] = <PyObject*>lst
+        Py_XDECREF(old)
+        return lst
+    if old == NULL:
+        raise AttributeError(f"'{type(msg).__name__}' object has no attribute '_headers'")
+    return <object>old
+
+
+cdef class _HeadersSlot:
+    """``Message._headers``: the slot, with a _Head turned into the list on first read.
+
+    Installed into Message in place of the slot's member descriptor (message.py's
+    ``_install_lazy_headers``); reads and writes the same slot, so pure code sees a list.
+    """
+
+    def __get__(self, obj, objtype):
+        if obj is None:
+            return self
+        if not PyObject_TypeCheck(obj, <PyTypeObject*>Message):
+            raise TypeError(f"descriptor '_headers' for 'Message' objects "
+                            f"doesn't apply to a {type(obj).__name__!r} object")
+        return _headers_list(obj)
+
+    def __set__(self, obj, value):
+        if not PyObject_TypeCheck(obj, <PyTypeObject*>Message):
+            raise TypeError(f"descriptor '_headers' for 'Message' objects "
+                            f"doesn't apply to a {type(obj).__name__!r} object")
+        cdef PyObject** addr = <PyObject**>((<char*><PyObject*>obj) + _O_HEADERS)
+        cdef PyObject* old = addr[0]
+        Py_INCREF(value)
+        addr[0] = <PyObject*>value
+        Py_XDECREF(old)
+
+    def __delete__(self, obj):
+        if not PyObject_TypeCheck(obj, <PyTypeObject*>Message):
+            raise TypeError(f"descriptor '_headers' for 'Message' objects "
+                            f"doesn't apply to a {type(obj).__name__!r} object")
+        cdef PyObject** addr = <PyObject**>((<char*><PyObject*>obj) + _O_HEADERS)
+        cdef PyObject* old = addr[0]
+        if old == NULL:
+            raise AttributeError("_headers")
+        addr[0] = NULL
+        Py_XDECREF(old)
+
+
+cdef inline bint _same_key(PyObject* k, str key) noexcept:
+    """k == key for a str k (interned keys compare by identity)."""
+    if k == <PyObject*>key:
+        return True
+    if PyUnicode_CHECK_INTERNED(<object>k) and PyUnicode_CHECK_INTERNED(key):
+        return False   # two different interned strs are never equal
+    return PyUnicode_GET_LENGTH(<object>k) == PyUnicode_GET_LENGTH(key) and <str><object>k == key
+
+
+cdef int _first(object hs, str key, PyObject** out) except -2:
     """out = the value (borrowed) of the first header with this key, or NULL.
 
     Returns -1 when an entry is not a 3-tuple with a str key (the caller defers to pure).
     """
-    cdef Py_ssize_t i, n = PyList_GET_SIZE(hs)
+    cdef Py_ssize_t i, n
     cdef PyObject* t
     cdef PyObject* k
+    cdef _Head h
+    cdef bint key_interned = PyUnicode_CHECK_INTERNED(key)
     out[0] = NULL
+    if type(hs) is _Head:   # keys are strs the parser made, interned for the known names
+        h = <_Head>hs
+        for i in range(h.n):
+            k = h.ents[i].key
+            if k == <PyObject*>key or (
+                    not (key_interned and PyUnicode_CHECK_INTERNED(<object>k))
+                    and _same_key(k, key)):
+                out[0] = _head_value(h, i)
+                return 0
+        return 0
+    n = PyList_GET_SIZE(hs)
     for i in range(n):
         t = PyList_GET_ITEM(hs, i)
         if not PyTuple_CheckExact(<object>t) or PyTuple_GET_SIZE(<object>t) != 3:
@@ -2109,9 +2349,21 @@ cdef int _first(object hs, str key, PyObject** out) noexcept:
 
 cdef int _all(object hs, str key, list out) except -2:
     """Append the value of every header with this key to out; -1 as _first."""
-    cdef Py_ssize_t i, n = PyList_GET_SIZE(hs)
+    cdef Py_ssize_t i, n
     cdef PyObject* t
     cdef PyObject* k
+    cdef _Head h
+    cdef bint key_interned = PyUnicode_CHECK_INTERNED(key)
+    if type(hs) is _Head:
+        h = <_Head>hs
+        for i in range(h.n):
+            k = h.ents[i].key
+            if k == <PyObject*>key or (
+                    not (key_interned and PyUnicode_CHECK_INTERNED(<object>k))
+                    and _same_key(k, key)):
+                out.append(<object>_head_value(h, i))
+        return 0
+    n = PyList_GET_SIZE(hs)
     for i in range(n):
         t = PyList_GET_ITEM(hs, i)
         if not PyTuple_CheckExact(<object>t) or PyTuple_GET_SIZE(<object>t) != 3:
@@ -2132,11 +2384,11 @@ cdef object _acc_via(object msg):
     if not _mine(msg):
         return _P_VIA(msg)
     cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    cdef PyObject* r = PyDict_GetItem(cache, S_VIA)
+    cdef PyObject* r = _cached(cache, S_VIA)
     cdef PyObject* v
     if r != NULL:
         return (<object>r)[0] if <object>r else None
-    r = PyDict_GetItem(cache, S_AT_VIA)
+    r = _cached(cache, S_AT_VIA)
     if r != NULL:
         return <object>r
     if _first(<object>_slot(msg, _O_HEADERS), S_VIA, &v) < 0:
@@ -2145,7 +2397,7 @@ cdef object _acc_via(object msg):
         top = None
     else:
         value = <object>v
-        top = _via_values(value, _max_via(<object>_slot(msg, _O_LIMITS)))[0]
+        top = _via_values(value, _max_via(<object>_slot(msg, _O_LIMITS)), True)
     cache[S_AT_VIA] = top
     return top
 
@@ -2154,7 +2406,7 @@ cdef object _acc_vias(object msg):
     if not _mine(msg):
         return _P_VIAS(msg)
     cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    cdef PyObject* r = PyDict_GetItem(cache, S_VIA)
+    cdef PyObject* r = _cached(cache, S_VIA)
     if r != NULL:
         return <object>r
     limit = _max_via(<object>_slot(msg, _O_LIMITS))
@@ -2166,7 +2418,7 @@ cdef object _acc_vias(object msg):
         cached.extend(_via_values(value, limit))
         if len(cached) > limit:
             raise ParseError("too many Via values", status_hint=513)
-    r = PyDict_GetItem(cache, S_AT_VIA)
+    r = _cached(cache, S_AT_VIA)
     if r != NULL and <object>r is not None and cached:
         cached[0] = <object>r
     cache[S_VIA] = cached
@@ -2177,7 +2429,7 @@ cdef object _address_acc(object msg, str key, object pure):
     if not _mine(msg):
         return pure(msg)
     cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    cdef PyObject* r = PyDict_GetItem(cache, key)
+    cdef PyObject* r = _cached(cache, key)
     cdef PyObject* v
     if r != NULL:
         return <object>r
@@ -2210,7 +2462,7 @@ cdef object _acc_cseq(object msg):
     if not _mine(msg):
         return _P_CSEQ(msg)
     cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    cdef PyObject* r = PyDict_GetItem(cache, S_CSEQ)
+    cdef PyObject* r = _cached(cache, S_CSEQ)
     cdef PyObject* v
     if r != NULL:
         return <object>r
@@ -2226,18 +2478,62 @@ cdef inline object _max_via(object limits):
     return _lim_max_via if limits is _lim_obj else limits.max_via
 
 
+cdef object _one_value(object hs, str key):
+    """The value of the only header with this (interned) key in a _Head, else None (no such
+    header, several, or headers that are a list: the caller then takes the general path)."""
+    cdef _Head h
+    cdef Py_ssize_t i, found = -1
+    if type(hs) is not _Head:
+        return None
+    h = <_Head>hs
+    for i in range(h.n):
+        if h.ents[i].key == <PyObject*>key or (
+                not PyUnicode_CHECK_INTERNED(<object>h.ents[i].key)
+                and _same_key(h.ents[i].key, key)):
+            if found >= 0:
+                return None
+            found = i
+    if found < 0:
+        return None
+    return <object>_head_value(h, found)
+
+
+cdef bint _has_star(list values, bint strs) except -1:
+    """``"*" in values``; in C when the values are known to be exact strs (from a _Head)."""
+    cdef Py_ssize_t i
+    cdef PyObject* v
+    if not strs:
+        return S_STAR in values
+    for i in range(PyList_GET_SIZE(values)):
+        v = PyList_GET_ITEM(values, i)
+        if PyUnicode_GET_LENGTH(<object>v) == 1 \
+                and PyUnicode_READ(PyUnicode_KIND(<object>v), PyUnicode_DATA(<object>v), 0) == 42:
+            return True
+    return False
+
+
 cdef object _acc_contacts(object msg):
     if not _mine(msg):
         return _P_CONTACTS(msg)
     cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    cdef PyObject* r = PyDict_GetItem(cache, S_CONTACT)
+    cdef PyObject* r = _cached(cache, S_CONTACT)
     if r != NULL:
         return <object>r
+    cdef PyObject* hs = _slot(msg, _O_HEADERS)
+    cdef list cached
+    cdef object one = _one_value(<object>hs, S_CONTACT)
+    if one is not None:   # the usual message: exactly one Contact line
+        if one == S_STAR:   # RFC 3261 §10.2.2 (an exact str: no __eq__ of a caller's object)
+            cached = []
+        else:
+            cached = _dispatch_addresses(one, True)
+        cache[S_CONTACT] = cached
+        return cached
     cdef list values = []
-    if _all(<object>_slot(msg, _O_HEADERS), S_CONTACT, values) < 0:
+    if _all(<object>hs, S_CONTACT, values) < 0:
         return _P_CONTACTS(msg)
-    cdef list cached = []
-    if S_STAR in values:
+    cached = []
+    if _has_star(values, type(<object>_slot(msg, _O_HEADERS)) is _Head):
         if len(values) > 1:
             raise ParseError("Contact: * must be the only Contact")
     elif len(values) == 1:
@@ -2312,6 +2608,7 @@ def _serialize(msg):
     raw = _slot(msg, _O_RAW)
     if raw != NULL and raw != <PyObject*>None:
         return <object>raw
+    _headers_list(msg)   # modified without a header change (e.g. the Request-URI): rare
     if type(msg) is Request:
         is_request = True
         a = _slot(msg, _O_METHOD)
@@ -2389,6 +2686,24 @@ cdef extern from "Python.h":
     int PySet_Contains(object s, object key) except -1
 
 
+cdef inline bint _copied(PyObject* k) except -1:
+    """A key make_response copies into the response (message._RESPONSE_COPY)."""
+    return k == <PyObject*>S_VIA or k == <PyObject*>S_FROM or k == <PyObject*>S_TO \
+        or k == <PyObject*>S_CALL_ID or k == <PyObject*>S_CSEQ \
+        or (not PyUnicode_CHECK_INTERNED(<object>k) and PySet_Contains(_RESPONSE_COPY, <object>k))
+
+
+cdef list _head_copy(_Head h):
+    """The (key, name, value) tuples of the headers a response copies, in order."""
+    cdef Py_ssize_t i
+    cdef list out = []
+    for i in range(h.n):
+        if _copied(h.ents[i].key):
+            out.append((<object>h.ents[i].key, <object>h.ents[i].name,
+                        <object>_head_value(h, i)))
+    return out
+
+
 def _fast_response(request, status, reason, to_tag, headers, body, content_type):
     """message.make_response for a request this twin parsed: the same steps, compiled.
 
@@ -2405,20 +2720,21 @@ def _fast_response(request, status, reason, to_tag, headers, body, content_type)
     if st < 100 or st > 699:
         return None
     hs = <object>_slot(request, _O_HEADERS)
-    n = PyList_GET_SIZE(hs)
-    for i in range(n):   # checked first: no Python code may run while reading borrowed items
-        t = PyList_GET_ITEM(hs, i)
-        if not PyTuple_CheckExact(<object>t) or PyTuple_GET_SIZE(<object>t) < 1 \
-                or not PyUnicode_CheckExact(<object>PyTuple_GET_ITEM(<object>t, 0)):
-            return None
-    out = []
-    for i in range(n):   # RFC 3261 §8.2.6.2: Via, From, To, Call-ID, CSeq as written
-        t = PyList_GET_ITEM(hs, i)
-        k = PyTuple_GET_ITEM(<object>t, 0)
-        if k == <PyObject*>S_VIA or k == <PyObject*>S_FROM or k == <PyObject*>S_TO \
-                or k == <PyObject*>S_CALL_ID or k == <PyObject*>S_CSEQ \
-                or PySet_Contains(_RESPONSE_COPY, <object>k):
-            out.append(<object>t)
+    if type(hs) is _Head:   # the request's headers stay offsets: copy only these five
+        out = _head_copy(<_Head>hs)
+    else:
+        n = PyList_GET_SIZE(hs)
+        for i in range(n):   # checked first: no Python code may run while reading borrowed items
+            t = PyList_GET_ITEM(hs, i)
+            if not PyTuple_CheckExact(<object>t) or PyTuple_GET_SIZE(<object>t) < 1 \
+                    or not PyUnicode_CheckExact(<object>PyTuple_GET_ITEM(<object>t, 0)):
+                return None
+        out = []
+        for i in range(n):   # RFC 3261 §8.2.6.2: Via, From, To, Call-ID, CSeq as written
+            t = PyList_GET_ITEM(hs, i)
+            k = PyTuple_GET_ITEM(<object>t, 0)
+            if _copied(k):
+                out.append(<object>t)
     cdef object resp = _RESP.new()
     _RESP.put(resp, M_STATUS, status)
     _RESP.put(resp, M_REASON,
@@ -2735,15 +3051,19 @@ def _validate(msg):
     if not _mine(msg) or (t_msg is not Request and t_msg is not Response):
         return _P_VALIDATE(msg)
     hs = <object>_slot(msg, _O_HEADERS)
-    nh = PyList_GET_SIZE(hs)
+    cdef bint lazy = type(hs) is _Head
+    nh = (<_Head>hs).n if lazy else PyList_GET_SIZE(hs)
     for i in range(_V_DATE):
         counts[i] = 0
         firsts[i] = 0
     for i in range(nh):
-        t = PyList_GET_ITEM(hs, i)
-        if not PyTuple_CheckExact(<object>t) or PyTuple_GET_SIZE(<object>t) != 3:
-            return _P_VALIDATE(msg)
-        k = PyTuple_GET_ITEM(<object>t, 0)
+        if lazy:
+            k = (<_Head>hs).ents[i].key
+        else:
+            t = PyList_GET_ITEM(hs, i)
+            if not PyTuple_CheckExact(<object>t) or PyTuple_GET_SIZE(<object>t) != 3:
+                return _P_VALIDATE(msg)
+            k = PyTuple_GET_ITEM(<object>t, 0)
         idx = -1
         for j in range(_V_DATE + 1):
             if k == _VK[j]:
@@ -2790,14 +3110,14 @@ def _validate(msg):
     _acc_expires(msg)
     _acc_contacts(msg)
     if date:
-        for hk, _, hv in hs:
+        for hk, _, hv in _headers_list(msg):
             if hk == "date" and not _DATE_RE.match(hv):
                 raise ParseError("bad Date header")
     if t_msg is Response:
         return None
     # Request._validate_start (Request.uri: parsed once, cached under "@uri")
     cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    r = PyDict_GetItem(cache, S_AT_URI)
+    r = _cached(cache, S_AT_URI)
     if r != NULL:
         uri = <object>r
     else:
@@ -2848,6 +3168,8 @@ cdef _Accessor _accessor(getter_t fn, str name):
 _SELF = _sys.modules.get(__name__)
 
 if _FAST_OK:
+    _install_lazy_headers(_HeadersSlot())
+    _LAZY_HEADERS = True
     _PURE_FNS = _install_fast_accessors(
         {
             "via": _accessor(_acc_via, "via"),

@@ -8,7 +8,9 @@ A parser twin builds a :class:`Request` or :class:`Response` from wire bytes. It
 * every header as a tuple ``(key, name, value)`` in wire order, where ``key`` is
   :func:`~fastsip.headers.header_key` of the name, ``name`` is the name as written and ``value``
   is the unfolded value (each folding ``CRLF 1*WSP`` and the whitespace around it becomes one SP,
-  RFC 3261 §7.3.1) with leading/trailing whitespace removed;
+  RFC 3261 §7.3.1) with leading/trailing whitespace removed (the C twin keeps offsets into
+  the bytes instead and builds this list on the first read of ``_headers``: see
+  :func:`_install_lazy_headers`);
 * ``_p``: the twin module whose value parsers (``parse_via``, ``parse_address``...) the lazy
   accessors call, so a message parsed by the C twin also parses its headers in C.
 
@@ -648,6 +650,26 @@ def _install_fast_accessors(
         Message.validate = validate  # type: ignore[method-assign,assignment]
     _fast_response = fast_response
     return dict(_PURE)
+
+
+def _install_lazy_headers(descriptor: object) -> object:
+    """Let a compiled parser twin keep a message's headers as offsets until they are read.
+
+    The Cython twin calls this once at import with a descriptor that reads and writes the
+    ``_headers`` slot like the slot's own descriptor, except that, when the slot holds its
+    private offsets object instead of a list, the first read builds the list (the one the pure
+    twin builds for the same bytes) and stores it. Pure code, which always goes through the
+    attribute, therefore always sees a list; the C accessors read the offsets directly.
+
+    Args:
+        descriptor: the replacement for ``Message._headers``.
+
+    Returns:
+        The descriptor replaced (the slot's member descriptor).
+    """
+    replaced = Message.__dict__["_headers"]
+    Message._headers = descriptor  # type: ignore[assignment]
+    return replaced
 
 
 def _check_value(text: str) -> None:

@@ -21,7 +21,7 @@ from conftest import corpus_dir, twin_module
 from fastsip.errors import ParseError
 from fastsip.headers import Address, Auth, CSeq, Via
 from fastsip.limits import DEFAULT_LIMITS, Limits
-from fastsip.message import Kind, Message, Request, Response
+from fastsip.message import Kind, Message, Request, Response, make_response
 from fastsip.uri import URI
 
 P = twin_module("parser", "py")
@@ -179,6 +179,37 @@ def lazy_first(twin: Any, data: Any, **kw: Any) -> Any:
     m = twin.parse_datagram(data, **kw)
     out.append(outcome(lambda: m.via and (m.via.branch, m.via.params, m.via.branch, str(m.via))))
     out.append(outcome(lambda: m.to and (m.to.params, m.to.uri, m.to.tag, repr(m.to))))
+    out += lazy_headers_first(twin.parse_datagram(data, **kw))
+    m = twin.parse_datagram(data, **kw)
+    out.append(outcome(lambda: make_response(m, 200, to_tag="t9")))
+    out.append(deep_message(m))
+    m = twin.parse_datagram(data, **kw)
+    if isinstance(m, Request):
+        m.uri = "sip:elsewhere.example"  # modified, no header touched: bytes() writes them
+    out += [outcome(lambda: bytes(m)), deep_message(m)]
+    return out
+
+
+# Accessors with a C version: on a C message they read the header offsets (no ``_headers``
+# list yet); the pure ones build the list first.
+C_ACCESSORS = (
+    "contacts",
+    "vias",
+    "via",
+    "from_",
+    "to",
+    "call_id",
+    "cseq",
+    "max_forwards",
+    "expires",
+    "content_length",
+)
+
+
+def lazy_headers_first(m: Message) -> list[Any]:
+    """The C accessors on a fresh message, then bytes() and the ``_headers`` list."""
+    out: list[Any] = [(name, outcome(lambda name=name: getattr(m, name))) for name in C_ACCESSORS]
+    out += [outcome(lambda: bytes(m)), outcome(m.validate), deep_message(m)]
     return out
 
 
@@ -215,7 +246,8 @@ def stream(twin: Any, chunks: list[bytes], **kw: Any) -> Any:
         except Exception as e:
             out.append(("exc", type(e).__name__))
             continue
-        out.append(([full_message(m, twin) for m in msgs], sp.pings, sp.buffered))
+        lazy = [lazy_headers_first(m) for m in msgs]  # offsets into each framed message
+        out.append(([full_message(m, twin) for m in msgs], lazy, sp.pings, sp.buffered))
     return out
 
 
