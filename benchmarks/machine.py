@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -18,11 +20,42 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def source_revision() -> str:
+    """The commit of the source tree the benchmark runs (``+dirty`` with local changes), or "".
+
+    An editable install keeps the version it had when it was installed, which says nothing of
+    the commit measured; the checkout does.
+    """
+    import fastsip
+
+    tree = Path(fastsip.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def describe() -> str:
     import fastsip
 
+    revision = source_revision()
     return (
         f"machine: {platform.system()} {platform.release()} {platform.machine()}, {cpu_model()}, "
         f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]} ({platform.python_implementation()}); "
-        f"fastsip {fastsip.__version__}, extensions in use: {fastsip.USING_EXTENSIONS}"
+        f"fastsip {fastsip.__version__}{f' (source {revision})' if revision else ''}, "
+        f"extensions in use: {fastsip.USING_EXTENSIONS}"
     )

@@ -793,6 +793,11 @@ def versions() -> dict[str, str]:
         mss_version = version("fastsip")
     except Exception:
         mss_version = fastsip.__version__
+    from benchmarks.machine import source_revision
+
+    revision = source_revision()
+    if revision:
+        mss_version = f"{mss_version} (source {revision})"
     return {
         "kamailio": first_line(["kamailio", "-v"], "version"),
         "sipp": first_line(["sipp", "-v"], "SIPp"),
