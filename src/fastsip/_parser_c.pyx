@@ -3131,6 +3131,129 @@ def _validate(msg):
     return None
 
 
+# --------------------------------------------------------------------------------------------
+# reads the SIP core makes on every request (token lists, credentials, Contact: *) and the
+# received/rport stamp: on a message whose headers are still offsets they read or change the
+# entries in place, so the message never has to build its header list (message.py's pure
+# definitions, which these defer to for any other message, stay the specification).
+# --------------------------------------------------------------------------------------------
+cdef str S_SUPPORTED = _sys.intern("supported")
+cdef str S_REQUIRE = _sys.intern("require")
+cdef str S_PROXY_REQUIRE = _sys.intern("proxy-require")
+cdef str S_AUTHORIZATION = _sys.intern("authorization")
+cdef str S_PROXY_AUTHORIZATION = _sys.intern("proxy-authorization")
+cdef str S_WWW_AUTHENTICATE = _sys.intern("www-authenticate")
+cdef str S_PROXY_AUTHENTICATE = _sys.intern("proxy-authenticate")
+cdef str S_COMMA = ","
+cdef object _P_SUPPORTED = None, _P_REQUIRE = None, _P_PROXY_REQUIRE = None
+cdef object _P_CONTACT_STAR = None, _P_AUTHORIZATION = None, _P_PROXY_AUTHORIZATION = None
+cdef object _P_WWW_AUTHENTICATE = None, _P_PROXY_AUTHENTICATE = None
+cdef object _P_REPLACE_TOP_VIA = None
+
+
+cdef object _tokens_acc(object msg, str key, object pure):
+    """message.Message._tokens: the comma-separated tokens of every header with this key."""
+    if not _mine(msg):
+        return pure(msg)
+    cdef list values = []
+    if _all(<object>_slot(msg, _O_HEADERS), key, values) < 0:
+        return pure(msg)
+    cdef list out = []
+    for v in values:
+        for t in (<str>v).split(S_COMMA):
+            t = (<str>t).strip()
+            if t:
+                out.append(t)
+    return out
+
+
+cdef object _acc_supported(object msg):
+    return _tokens_acc(msg, S_SUPPORTED, _P_SUPPORTED)
+
+
+cdef object _acc_require(object msg):
+    return _tokens_acc(msg, S_REQUIRE, _P_REQUIRE)
+
+
+cdef object _acc_proxy_require(object msg):
+    return _tokens_acc(msg, S_PROXY_REQUIRE, _P_PROXY_REQUIRE)
+
+
+cdef object _acc_contact_star(object msg):
+    if not _mine(msg):
+        return _P_CONTACT_STAR(msg)
+    cdef list values = []
+    if _all(<object>_slot(msg, _O_HEADERS), S_CONTACT, values) < 0:
+        return _P_CONTACT_STAR(msg)
+    for v in values:
+        if v == S_STAR:
+            return True
+    return False
+
+
+cdef object _auth_acc(object msg, str key, object pure):
+    """message.Message._auth: every header with this key parsed as credentials, cached."""
+    if not _mine(msg):
+        return pure(msg)
+    cdef dict cache = <dict>_slot(msg, _O_CACHE)
+    cdef PyObject* r = _cached(cache, key)
+    if r != NULL:
+        return <object>r
+    cdef list values = []
+    if _all(<object>_slot(msg, _O_HEADERS), key, values) < 0:
+        return pure(msg)
+    cdef list cached = [parse_auth(v) for v in values]
+    cache[key] = cached
+    return cached
+
+
+cdef object _acc_authorization(object msg):
+    return _auth_acc(msg, S_AUTHORIZATION, _P_AUTHORIZATION)
+
+
+cdef object _acc_proxy_authorization(object msg):
+    return _auth_acc(msg, S_PROXY_AUTHORIZATION, _P_PROXY_AUTHORIZATION)
+
+
+cdef object _acc_www_authenticate(object msg):
+    return _auth_acc(msg, S_WWW_AUTHENTICATE, _P_WWW_AUTHENTICATE)
+
+
+cdef object _acc_proxy_authenticate(object msg):
+    return _auth_acc(msg, S_PROXY_AUTHENTICATE, _P_PROXY_AUTHENTICATE)
+
+
+def _replace_top_via(self, via):
+    """message.Message.replace_top_via: on a message whose headers are offsets, the fast path
+    of the pure method (one value on the top Via line, a Via object) done on the entry."""
+    cdef _Head h
+    cdef Py_ssize_t i
+    cdef PyObject* old
+    cdef dict cache
+    if _mine(self) and type(via) is Via:
+        hs = <object>_slot(self, _O_HEADERS)
+        if type(hs) is _Head:
+            h = <_Head>hs
+            for i in range(h.n):
+                if h.ents[i].key == <PyObject*>S_VIA or _same_key(h.ents[i].key, S_VIA):
+                    if S_COMMA in <object>_head_value(h, i):
+                        break   # several values on the line: the pure method's other path
+                    text = str(via)
+                    old = h.ents[i].value
+                    Py_INCREF(text)
+                    h.ents[i].value = <PyObject*>text
+                    Py_XDECREF(old)
+                    self._raw = None
+                    cache = <dict>_slot(self, _O_CACHE)
+                    cached = cache.get(S_VIA)
+                    if cached:
+                        cached[0] = via
+                    cache[S_AT_VIA] = via
+                    return None
+                # not a Via: go on (the pure method takes the first Via line)
+    return _P_REPLACE_TOP_VIA(self, via)
+
+
 ctypedef object (*getter_t)(object)
 
 
@@ -3182,6 +3305,15 @@ if _FAST_OK:
             "expires": _accessor(_acc_expires, "expires"),
             "max_forwards": _accessor(_acc_max_forwards, "max_forwards"),
             "content_length": _accessor(_acc_content_length, "content_length"),
+            "supported": _accessor(_acc_supported, "supported"),
+            "require": _accessor(_acc_require, "require"),
+            "proxy_require": _accessor(_acc_proxy_require, "proxy_require"),
+            "contact_star": _accessor(_acc_contact_star, "contact_star"),
+            "authorization": _accessor(_acc_authorization, "authorization"),
+            "proxy_authorization": _accessor(_acc_proxy_authorization, "proxy_authorization"),
+            "www_authenticate": _accessor(_acc_www_authenticate, "www_authenticate"),
+            "proxy_authenticate": _accessor(_acc_proxy_authenticate, "proxy_authenticate"),
+            "replace_top_via": _replace_top_via,
         },
         _serialize,
         _fast_response,
@@ -3199,3 +3331,12 @@ if _FAST_OK:
     _P_MAX_FORWARDS = _PURE_FNS["max_forwards"]
     _P_CONTENT_LENGTH = _PURE_FNS["content_length"]
     _P_BYTES = _PURE_FNS["__bytes__"]
+    _P_SUPPORTED = _PURE_FNS["supported"]
+    _P_REQUIRE = _PURE_FNS["require"]
+    _P_PROXY_REQUIRE = _PURE_FNS["proxy_require"]
+    _P_CONTACT_STAR = _PURE_FNS["contact_star"]
+    _P_AUTHORIZATION = _PURE_FNS["authorization"]
+    _P_PROXY_AUTHORIZATION = _PURE_FNS["proxy_authorization"]
+    _P_WWW_AUTHENTICATE = _PURE_FNS["www_authenticate"]
+    _P_PROXY_AUTHENTICATE = _PURE_FNS["proxy_authenticate"]
+    _P_REPLACE_TOP_VIA = _PURE_FNS["replace_top_via"]

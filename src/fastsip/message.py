@@ -597,8 +597,18 @@ _FAST_ACCESSORS = (
     "expires",
     "max_forwards",
     "content_length",
+    "supported",
+    "require",
+    "proxy_require",
+    "contact_star",
+    "authorization",
+    "proxy_authorization",
+    "www_authenticate",
+    "proxy_authenticate",
 )
-_PURE: dict[str, Callable[[Message], Any]] = {}
+#: Methods a compiled parser twin may take over (installed as they are, not as properties).
+_FAST_METHODS = ("replace_top_via",)
+_PURE: dict[str, Callable[..., Any]] = {}
 
 
 def _install_fast_accessors(
@@ -620,7 +630,8 @@ def _install_fast_accessors(
 
     Args:
         getters: accessor name -> C function taking the message, or a read-only descriptor
-            (not callable) whose ``__get__`` calls one: it is installed as it is.
+            (not callable) whose ``__get__`` calls one: it is installed as it is; a name in
+            ``_FAST_METHODS`` -> the compiled method, installed as it is.
         serialize: the C ``__bytes__``.
         fast_response: called by :func:`make_response` with its arguments (positionally); returns
             the response, or None to let the pure code build it (any case it does not handle,
@@ -636,9 +647,14 @@ def _install_fast_accessors(
     if not _PURE:
         for name in _FAST_ACCESSORS:
             _PURE[name] = Message.__dict__[name].fget
+        for name in _FAST_METHODS:
+            _PURE[name] = Message.__dict__[name]
         _PURE["__bytes__"] = Message.__bytes__
         _PURE["validate"] = Message.validate
     for name, fn in getters.items():
+        if name in _FAST_METHODS:
+            setattr(Message, name, fn)  # a compiled function binds as a method
+            continue
         if name not in _FAST_ACCESSORS:
             raise ValueError(f"not a fast accessor: {name}")
         if callable(fn):
@@ -668,7 +684,7 @@ def _install_lazy_headers(descriptor: object) -> object:
         The descriptor replaced (the slot's member descriptor).
     """
     replaced = Message.__dict__["_headers"]
-    Message._headers = descriptor  # type: ignore[assignment]
+    setattr(Message, "_headers", descriptor)  # noqa: B010 (a slot name: mypy refuses the assignment)
     return replaced
 
 

@@ -187,7 +187,24 @@ def lazy_first(twin: Any, data: Any, **kw: Any) -> Any:
     if isinstance(m, Request):
         m.uri = "sip:elsewhere.example"  # modified, no header touched: bytes() writes them
     out += [outcome(lambda: bytes(m)), deep_message(m)]
+    out.append(stamped(twin.parse_datagram(data, **kw)))
     return out
+
+
+def stamped(m: Message) -> Any:
+    """What a server does first (RFC 3581 received/rport on the top Via, then a response): the
+    C twin changes the header entry in place, the pure one its list."""
+
+    def stamp() -> Any:
+        via = m.via
+        if via is None:
+            return None
+        via.params["received"] = "192.0.2.7"
+        via.params["rport"] = "5070"
+        m.replace_top_via(via)
+        return (str(m.via), bytes(m), bytes(make_response(m, 200, to_tag="t9")))
+
+    return (outcome(stamp), outcome(lambda: deep_message(m)))
 
 
 # Accessors with a C version: on a C message they read the header offsets (no ``_headers``
@@ -203,6 +220,14 @@ C_ACCESSORS = (
     "max_forwards",
     "expires",
     "content_length",
+    "supported",
+    "require",
+    "proxy_require",
+    "contact_star",
+    "authorization",
+    "proxy_authorization",
+    "www_authenticate",
+    "proxy_authenticate",
 )
 
 
