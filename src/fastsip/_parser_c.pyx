@@ -3149,6 +3149,59 @@ cdef object _P_SUPPORTED = None, _P_REQUIRE = None, _P_PROXY_REQUIRE = None
 cdef object _P_CONTACT_STAR = None, _P_AUTHORIZATION = None, _P_PROXY_AUTHORIZATION = None
 cdef object _P_WWW_AUTHENTICATE = None, _P_PROXY_AUTHENTICATE = None
 cdef object _P_REPLACE_TOP_VIA = None
+cdef str S_USER_AGENT = _sys.intern("user-agent")
+cdef str S_SERVER = _sys.intern("server")
+cdef str S_PATH = _sys.intern("path")
+cdef str S_ROUTE = _sys.intern("route")
+cdef str S_RECORD_ROUTE = _sys.intern("record-route")
+cdef object _P_USER_AGENT = None, _P_SERVER = None
+cdef object _P_PATHS = None, _P_ROUTES = None, _P_RECORD_ROUTES = None
+
+
+cdef object _single_acc(object msg, str key, object pure):
+    """message.Message._single: the value of the first header with this key, or None."""
+    cdef PyObject* v
+    if not _mine(msg) or _first(<object>_slot(msg, _O_HEADERS), key, &v) < 0:
+        return pure(msg)
+    return None if v == NULL else <object>v
+
+
+cdef object _acc_user_agent(object msg):
+    return _single_acc(msg, S_USER_AGENT, _P_USER_AGENT)
+
+
+cdef object _acc_server(object msg):
+    return _single_acc(msg, S_SERVER, _P_SERVER)
+
+
+cdef object _address_list_acc(object msg, str key, object pure):
+    """message.Message._address_list: every header with this key as addresses, cached."""
+    if not _mine(msg):
+        return pure(msg)
+    cdef dict cache = <dict>_slot(msg, _O_CACHE)
+    cdef PyObject* r = _cached(cache, key)
+    if r != NULL:
+        return <object>r
+    cdef list values = []
+    if _all(<object>_slot(msg, _O_HEADERS), key, values) < 0:
+        return pure(msg)
+    cdef list cached = []
+    for v in values:
+        cached.extend(parse_address_list(v))
+    cache[key] = cached
+    return cached
+
+
+cdef object _acc_paths(object msg):
+    return _address_list_acc(msg, S_PATH, _P_PATHS)
+
+
+cdef object _acc_routes(object msg):
+    return _address_list_acc(msg, S_ROUTE, _P_ROUTES)
+
+
+cdef object _acc_record_routes(object msg):
+    return _address_list_acc(msg, S_RECORD_ROUTE, _P_RECORD_ROUTES)
 
 
 cdef object _tokens_acc(object msg, str key, object pure):
@@ -3313,6 +3366,11 @@ if _FAST_OK:
             "proxy_authorization": _accessor(_acc_proxy_authorization, "proxy_authorization"),
             "www_authenticate": _accessor(_acc_www_authenticate, "www_authenticate"),
             "proxy_authenticate": _accessor(_acc_proxy_authenticate, "proxy_authenticate"),
+            "user_agent": _accessor(_acc_user_agent, "user_agent"),
+            "server": _accessor(_acc_server, "server"),
+            "paths": _accessor(_acc_paths, "paths"),
+            "routes": _accessor(_acc_routes, "routes"),
+            "record_routes": _accessor(_acc_record_routes, "record_routes"),
             "replace_top_via": _replace_top_via,
         },
         _serialize,
@@ -3340,3 +3398,8 @@ if _FAST_OK:
     _P_WWW_AUTHENTICATE = _PURE_FNS["www_authenticate"]
     _P_PROXY_AUTHENTICATE = _PURE_FNS["proxy_authenticate"]
     _P_REPLACE_TOP_VIA = _PURE_FNS["replace_top_via"]
+    _P_USER_AGENT = _PURE_FNS["user_agent"]
+    _P_SERVER = _PURE_FNS["server"]
+    _P_PATHS = _PURE_FNS["paths"]
+    _P_ROUTES = _PURE_FNS["routes"]
+    _P_RECORD_ROUTES = _PURE_FNS["record_routes"]

@@ -605,6 +605,11 @@ _FAST_ACCESSORS = (
     "proxy_authorization",
     "www_authenticate",
     "proxy_authenticate",
+    "user_agent",
+    "server",
+    "paths",
+    "routes",
+    "record_routes",
 )
 #: Methods a compiled parser twin may take over (installed as they are, not as properties).
 _FAST_METHODS = ("replace_top_via",)

@@ -228,6 +228,11 @@ C_ACCESSORS = (
     "proxy_authorization",
     "www_authenticate",
     "proxy_authenticate",
+    "user_agent",
+    "server",
+    "paths",
+    "routes",
+    "record_routes",
 )
 
 
