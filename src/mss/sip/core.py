@@ -339,6 +339,52 @@ class RequestContext:
         core.perform(actions)
 
 
+class _TimerFifo:
+    """Transaction timers of one fixed delay on one clock timer, fired in order.
+
+    Every transaction gets the same delay (64*T1), so deadlines arrive in order and a deque
+    replaces a wheel timer (and its handle) per transaction; a deadline out of order is left
+    to the wheel by the caller (:meth:`in_order`).
+    """
+
+    __slots__ = ("armed", "core", "deadlines", "entries")
+
+    def __init__(self, core: SipCore) -> None:
+        self.core = core
+        self.deadlines: deque[float] = deque()
+        self.entries: deque[tuple[Transaction, str]] = deque()
+        self.armed = False
+
+    def in_order(self, deadline: float) -> bool:
+        return not self.deadlines or deadline >= self.deadlines[-1]
+
+    def push(self, deadline: float, txn: Transaction, name: str) -> None:
+        self.deadlines.append(deadline)
+        self.entries.append((txn, name))
+        if not self.armed:
+            self.armed = True
+            clock = self.core.clock
+            clock.call_later(max(0.0, self.deadlines[0] - clock.now()), self.expire)
+
+    def expire(self) -> None:
+        self.armed = False
+        core = self.core
+        now = core.clock.now()
+        due = now + 0.001  # the clock may run a timer slightly early: never re-arm for dust
+        deadlines, entries = self.deadlines, self.entries
+        layer = core.layer
+        while deadlines and deadlines[0] <= due:
+            deadlines.popleft()
+            txn, name = entries.popleft()
+            try:
+                core.perform(layer.timer_fired(txn, name, now))
+            except Exception:  # one broken transaction must not stop the others' expiry
+                log.exception("timer %s of %r failed", name, txn)
+        if deadlines:
+            self.armed = True
+            core.clock.call_later(max(0.0, deadlines[0] - now), self.expire)
+
+
 class SipCore:
     """Transaction layer + timers + handler dispatch. The transports' :class:`Sink`."""
 
@@ -377,17 +423,13 @@ class SipCore:
         # clock timer for the head replace a wheel timer (a payload tuple, its arguments, a
         # bound method) and the driver data per transaction: a completed transaction retained
         # for 32 s is 3 objects for the garbage collector to walk instead of 7.
-        self._j_deadlines: deque[float] = deque()
-        self._j_txns: deque[Transaction] = deque()
-        self._j_armed = False
+        self._timer_j = _TimerFifo(self)
         # Timers L and M (RFC 6026 §8.4, §8.7: the Accepted state of a server / client INVITE
         # transaction that a 2xx ended, one of each per answered call) have the same delay as
         # Timer J, 64*T1, and run alone in that state: the same kind of FIFO instead of two
         # wheel timers per call. The core's data stays: a server transaction passes on the ACK
         # with its source, a client one hands retransmitted 2xx to its callback.
-        self._a_deadlines: deque[float] = deque()
-        self._a_txns: deque[tuple[Transaction, str]] = deque()
-        self._a_armed = False
+        self._timer_lm = _TimerFifo(self)
 
     # -- helpers ----------------------------------------------------------------------------
     def to_tag_for(self, request: Request) -> str:
@@ -628,10 +670,10 @@ class SipCore:
                     data.ctx = None
 
     def _expire_in_order(self, action: StartTimer) -> bool:
-        """Queue Timer J on the FIFO (False: its deadline is out of order, use the wheel)."""
+        """Queue Timer J on its FIFO (False: its deadline is out of order, use the wheel)."""
         deadline = self.clock.now() + action.delay
-        deadlines = self._j_deadlines
-        if deadlines and deadline < deadlines[-1]:
+        fifo = self._timer_j
+        if not fifo.in_order(deadline):
             return False
         txn = action.txn
         data = txn.driver_data
@@ -639,68 +681,25 @@ class SipCore:
             if data.timers:
                 return False
             txn.driver_data = None  # completed: nothing of the core's state is needed any more
-        deadlines.append(deadline)
-        self._j_txns.append(txn)
-        if not self._j_armed:
-            self._j_armed = True
-            self.clock.call_later(max(0.0, deadlines[0] - self.clock.now()), self._expire_j)
+        fifo.push(deadline, txn, "J")
         return True
-
-    def _expire_j(self) -> None:
-        self._j_armed = False
-        now = self.clock.now()
-        due = now + 0.001  # the clock may run a timer slightly early: never re-arm for dust
-        deadlines, txns = self._j_deadlines, self._j_txns
-        layer = self.layer
-        while deadlines and deadlines[0] <= due:
-            deadlines.popleft()
-            txn = txns.popleft()
-            try:
-                self.perform(layer.timer_fired(txn, "J", now))
-            except Exception:  # one broken transaction must not stop the others' expiry
-                log.exception("timer J of %r failed", txn)
-        if deadlines:
-            self._j_armed = True
-            self.clock.call_later(max(0.0, deadlines[0] - now), self._expire_j)
 
     def _accepted_in_order(self, action: StartTimer) -> bool:
         """Queue Timer L or M on its FIFO (False: out of order or other timers run: the wheel)."""
         deadline = self.clock.now() + action.delay
-        deadlines = self._a_deadlines
-        if deadlines and deadline < deadlines[-1]:
+        fifo = self._timer_lm
+        if not fifo.in_order(deadline):
             return False
-        txn = action.txn
-        data = txn.driver_data
+        data = action.txn.driver_data
         if data is not None and data.timers:
             return False
-        deadlines.append(deadline)
-        self._a_txns.append((txn, action.name))
-        if not self._a_armed:
-            self._a_armed = True
-            self.clock.call_later(max(0.0, deadlines[0] - self.clock.now()), self._expire_accepted)
+        fifo.push(deadline, action.txn, action.name)
         return True
-
-    def _expire_accepted(self) -> None:
-        self._a_armed = False
-        now = self.clock.now()
-        due = now + 0.001  # as _expire_j
-        deadlines, txns = self._a_deadlines, self._a_txns
-        layer = self.layer
-        while deadlines and deadlines[0] <= due:
-            deadlines.popleft()
-            txn, name = txns.popleft()
-            try:
-                self.perform(layer.timer_fired(txn, name, now))
-            except Exception:  # one broken transaction must not stop the others' expiry
-                log.exception("timer %s of %r failed", name, txn)
-        if deadlines:
-            self._a_armed = True
-            self.clock.call_later(max(0.0, deadlines[0] - now), self._expire_accepted)
 
     @property
     def completed_pending(self) -> int:
         """Completed non-INVITE server transactions waiting for Timer J."""
-        return len(self._j_txns)
+        return len(self._timer_j.entries)
 
     @staticmethod
     def _data(txn: Transaction) -> _TxnData:
