@@ -446,8 +446,9 @@ cdef _Shape _RESP = _Shape(Response, _MSG_SLOTS + ("status", "reason"))
 cdef _Shape _URI = _Shape(
     URI, ("scheme", "user", "password", "host", "port", "params", "headers", "opaque", "_text")
 )
-cdef _Shape _VIA = _Shape(Via, ("protocol", "transport", "host", "port", "params", "_src"))
-cdef _Shape _ADDR = _Shape(Address, ("uri", "display", "params", "_src"))
+cdef _Shape _VIA = _Shape(Via, ("protocol", "transport", "host", "port", "params", "_src",
+                               "_found"))
+cdef _Shape _ADDR = _Shape(Address, ("uri", "display", "params", "_src", "_found"))
 cdef _Shape _CSEQ = _Shape(CSeq, ("seq", "method"))
 cdef _Shape _AUTH = _Shape(Auth, ("scheme", "params", "quoted"))
 
@@ -468,8 +469,9 @@ cdef object _new_uri(object scheme, object user, object password, object host, o
 
 
 cdef object _new_via(object protocol, object transport, object host, object port, object params,
-                     object src):
-    """A Via; ``params`` None leaves the slot unset, to be built from ``src`` (_LazyField)."""
+                     object src, object found=None):
+    """A Via; ``params`` None leaves the slot unset, to be built from ``src`` (_LazyField);
+    ``found`` is its branch (None when absent), read while ``params`` is unset."""
     cdef object o = _VIA.new()
     _VIA.put(o, 0, protocol)
     _VIA.put(o, 1, transport)
@@ -479,11 +481,14 @@ cdef object _new_via(object protocol, object transport, object host, object port
         _VIA.put(o, 4, params if params is not None else _via_params_of(src))
     else:
         _VIA.put(o, 5, src)
+        _VIA.put(o, 6, found)
     return o
 
 
-cdef object _new_address(object uri, object display, object params, object src):
-    """An Address; ``uri`` None leaves uri and params unset, built from ``src`` (_LazyField)."""
+cdef object _new_address(object uri, object display, object params, object src,
+                         object found=None):
+    """An Address; ``uri`` None leaves uri and params unset, built from ``src`` (_LazyField);
+    ``found`` is its tag (None when absent), read while ``params`` is unset."""
     cdef object o = _ADDR.new()
     if uri is None and not _LAZY_OK:
         uri = _addr_field(src, F_ADDR_URI)
@@ -493,6 +498,7 @@ cdef object _new_address(object uri, object display, object params, object src):
         _ADDR.put(o, 2, params)
     else:
         _ADDR.put(o, 3, src)
+        _ADDR.put(o, 4, found)
     _ADDR.put(o, 1, display)
     return o
 
@@ -837,6 +843,13 @@ ctypedef struct HEnt:
 
 cdef enum:
     HEAD_CAP0 = 16          # entries allocated at first (most messages have fewer headers)
+    # _Head.vc: the parsed values kept with the offsets, by the _cache key they stand for
+    VC_AT_VIA = 0           # "@via"
+    VC_FROM = 1             # "from"
+    VC_TO = 2               # "to"
+    VC_CSEQ = 3             # "cseq"
+    VC_CONTACT = 4          # "contact"
+    VC_N = 5
 
 
 @cython.no_gc
@@ -852,12 +865,21 @@ cdef class _Head:
     cdef Py_ssize_t n
     cdef Py_ssize_t cap
     cdef bint ascii         # the whole header section is ASCII (how values are decoded)
+    # The values the C accessors parsed (top Via, From, To, CSeq, Contact list), kept here
+    # while the headers are offsets instead of in the message's ``_cache`` dict (no dict
+    # insert per value; moved into ``_cache`` when the list is built, see _headers_list).
+    # They are parsed values of this message: a cycle through them would need a caller to
+    # store the message inside one of them, which is why the class can stay untracked.
+    cdef PyObject* vc[VC_N]
     # Entries of the usual message stored in the object itself: with the freelist, parsing
     # a message allocates no memory for its headers at all.
     cdef HEnt small[HEAD_CAP0]
 
     def __dealloc__(self):
         cdef Py_ssize_t i
+        for i in range(VC_N):
+            Py_XDECREF(self.vc[i])
+            self.vc[i] = NULL
         if self.ents != NULL:
             for i in range(self.n):
                 Py_XDECREF(self.ents[i].key)
@@ -1763,11 +1785,34 @@ def parse_uri(text: str) -> URI:
     return _parse_uri(t, <const uint32_t*>data, 0, n, t)
 
 
+cdef inline bint _name_is(const UCH* d, Py_ssize_t na, Py_ssize_t nb, const char* key,
+                          Py_ssize_t klen) noexcept nogil:
+    """d[na:nb] (a token) is the lower-case ASCII key, in any case."""
+    cdef Py_ssize_t k
+    cdef UC c
+    if nb - na != klen:
+        return False
+    for k in range(klen):
+        c = d[na + k]
+        if 65 <= c <= 90:
+            c += 32
+        if c != <UC>(<unsigned char>key[k]):
+            return False
+    return True
+
+
 cdef Py_ssize_t _gen_params(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n, dict params,
-                            str what, bint in_list) except -1:
-    """``*( SEMI generic-param )``; stops at the end, or at a comma when in_list."""
+                            str what, bint in_list, const char* fkey=NULL, Py_ssize_t fklen=0,
+                            Py_ssize_t* found=NULL) except -1:
+    """``*( SEMI generic-param )``; stops at the end, or at a comma when in_list.
+
+    With ``fkey`` (lower case), found[0:2] gets the span of the first parameter of that name
+    (what ``params.get(key)`` returns): -2 when there is none, -1 when it has no value.
+    """
     cdef Py_ssize_t j, na, nb
     cdef UC c
+    if fkey != NULL:
+        found[0] = -2
     while True:
         i = _skip_ws(d, i, n)
         if i >= n:
@@ -1796,7 +1841,12 @@ cdef Py_ssize_t _gen_params(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n, 
                     raise _err(f"empty parameter value in {what}")
             if params is not None:
                 value = _sub(text, i, j)
+            if fkey != NULL and found[0] == -2 and _name_is(d, na, nb, fkey, fklen):
+                found[0] = i
+                found[1] = j
             i = j
+        elif fkey != NULL and found[0] == -2 and _name_is(d, na, nb, fkey, fklen):
+            found[0] = -1
         if params is not None:
             key = _lower_name(text, d, na, nb, False, what)
             if key not in params:
@@ -1820,6 +1870,12 @@ cdef object _ascii_exact(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, bin
         e = _lookup(_xtab, 127, buf, n, h)
         if e != NULL:
             return <object>e.key
+    if text is None:   # d points into ASCII octets (a value read from the message's bytes)
+        if UCH is uint8_t:
+            s = _ascii_str(<const unsigned char*>d + a, b - a)
+            return s.upper() if upper else s
+        else:
+            raise SystemError("_ascii_exact: no text")
     if upper:
         return _sub(text, a, b).upper()
     return _sub(text, a, b)
@@ -1836,10 +1892,18 @@ cdef object _parse_host_str(str s, str what, Py_ssize_t* port_out):
     return _parse_host(s, <const uint32_t*>data, 0, n, what, port_out)
 
 
+cdef inline object _found_value(str text, Py_ssize_t* found):
+    """The value _gen_params found (its span in text), or None."""
+    if found[0] < 0:
+        return None
+    return _sub(text, found[0], found[1])
+
+
 cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bint top_only):
     """The Via values of one header value (all checked); with top_only the first one, not
     the list (``Message.via`` reads only the top value: no list to build and drop)."""
     cdef Py_ssize_t i = 0, j, k, pp, close, na, nb, va, vb, ta, tb, port, limit = 0, count = 0
+    cdef Py_ssize_t found[2]
     cdef bint c_limit = PyLong_CheckExact(max_via)
     if c_limit:
         limit = _clamp(max_via)
@@ -1886,7 +1950,7 @@ cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bin
             host = _parse_host(text, d, i, j, "Via", &port)
             i = k
         # params: checked now, built on first access (_LazyField) from this via-parm's text
-        i = _gen_params(text, d, i, n, None, "Via", True)
+        i = _gen_params(text, d, i, n, None, "Via", True, b"branch", 6, found)
         if vb - va == 3 and nb - na == 3 and d[na] == 0x53 and d[na + 1] == 0x49 \
                 and d[na + 2] == 0x50 and d[va] == 0x32 and d[va + 1] == 0x2E \
                 and d[va + 2] == 0x30:
@@ -1894,7 +1958,8 @@ cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bin
         else:
             protocol = f"{_sub(text, na, nb)}/{_sub(text, va, vb)}"
         via = _new_via(protocol, _ascii_exact(text, d, ta, tb, True), host, _port_obj(port),
-                       None, text if (na == 0 and i == n) else _sub(text, na, i))
+                       None, text if (na == 0 and i == n) else _sub(text, na, i),
+                       _found_value(text, found))
         count += 1
         if top_only:
             if count == 1:
@@ -1956,6 +2021,7 @@ cdef object _parse_address_at(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n
     """
     cdef Py_ssize_t j, close, a, b, start
     cdef bint name_addr
+    cdef Py_ssize_t found[2]
     i = _skip_ws(d, i, n)
     if i >= n:
         raise _err(f"empty {what}")
@@ -1994,10 +2060,11 @@ cdef object _parse_address_at(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n
             raise _err(f"URI with headers must be in <> in {what}")
         _parse_uri(text, d, i, j, None, False)
         i = j
-    i = _gen_params(text, d, i, n, None, what, in_list)
+    i = _gen_params(text, d, i, n, None, what, in_list, b"tag", 3, found)
     end_out[0] = i
     return _new_address(None, display, None,
-                        text if (start == 0 and i == n) else _sub(text, start, i))
+                        text if (start == 0 and i == n) else _sub(text, start, i),
+                        _found_value(text, found))
 
 
 cdef object _parse_addresses(str text, const UCH* d, Py_ssize_t n, bint in_list):
@@ -2226,6 +2293,34 @@ cdef inline PyObject* _slot(object o, Py_ssize_t off) noexcept:
     return (<PyObject**>((<char*><PyObject*>o) + off))[0]
 
 
+cdef tuple _VC_KEYS = (S_AT_VIA, S_FROM, S_TO, S_CSEQ, S_CONTACT)   # by VC_ index
+
+
+cdef inline PyObject* _vget(object msg, int idx, str key) except? NULL:
+    """The cached value for this key (borrowed), or NULL: in the _Head while the headers are
+    offsets, else in ``_cache``."""
+    cdef PyObject* hs = _slot(msg, _O_HEADERS)
+    if type(<object>hs) is _Head:
+        return (<_Head><object>hs).vc[idx]
+    return _cached(<dict>_slot(msg, _O_CACHE), key)
+
+
+cdef inline int _vput(object msg, int idx, str key, object value) except -1:
+    """Cache a parsed value where _vget finds it."""
+    cdef PyObject* hs = _slot(msg, _O_HEADERS)
+    cdef _Head h
+    cdef PyObject* old
+    if type(<object>hs) is _Head:
+        h = <_Head><object>hs
+        old = h.vc[idx]
+        Py_INCREF(value)
+        h.vc[idx] = <PyObject*>value
+        Py_XDECREF(old)
+        return 0
+    (<dict><object>_slot(msg, _O_CACHE))[key] = value
+    return 0
+
+
 cdef inline bint _mine(object msg) noexcept:
     """A Message whose value-parser twin is this module, with a dict cache and list headers.
 
@@ -2250,8 +2345,17 @@ cdef object _headers_list(object msg):
     cdef PyObject** addr = <PyObject**>((<char*><PyObject*>msg) + _O_HEADERS)
     cdef PyObject* old = addr[0]
     cdef list lst
+    cdef PyObject* cache
+    cdef _Head h
+    cdef int i
     if old != NULL and type(<object>old) is _Head:
-        lst = _head_list(<_Head><object>old)
+        h = <_Head><object>old
+        lst = _head_list(h)
+        cache = _slot(msg, _O_CACHE)
+        if cache != NULL and PyDict_CheckExact(<object>cache):
+            for i in range(VC_N):
+                if h.vc[i] != NULL:
+                    (<dict><object>cache).setdefault(_VC_KEYS[i], <object>h.vc[i])
         Py_INCREF(lst)
         addr[0] = <PyObject*>lst
         Py_XDECREF(old)
@@ -2347,6 +2451,32 @@ cdef int _first(object hs, str key, PyObject** out) except -2:
     return 0
 
 
+cdef bint _first_octets(object hs, str key, const unsigned char** p,
+                       Py_ssize_t* n) noexcept:
+    """For a _Head whose header section is ASCII: the octets of the first header with this
+    (interned) key when its value str is not built yet (p, n set; True). False otherwise:
+    no such header, the str exists, or the headers are a list (the caller takes _first)."""
+    cdef _Head h
+    cdef Py_ssize_t i
+    cdef bint key_interned = PyUnicode_CHECK_INTERNED(key)
+    if type(hs) is not _Head:
+        return False
+    h = <_Head>hs
+    if not h.ascii or h.buf is None:
+        return False
+    for i in range(h.n):
+        k = h.ents[i].key
+        if k == <PyObject*>key or (
+                not (key_interned and PyUnicode_CHECK_INTERNED(<object>k))
+                and _same_key(k, key)):
+            if h.ents[i].value != NULL:
+                return False
+            p[0] = <const unsigned char*>PyBytes_AS_STRING(h.buf) + h.ents[i].vs
+            n[0] = h.ents[i].ve - h.ents[i].vs
+            return True
+    return False
+
+
 cdef int _all(object hs, str key, list out) except -2:
     """Append the value of every header with this key to out; -1 as _first."""
     cdef Py_ssize_t i, n
@@ -2388,7 +2518,7 @@ cdef object _acc_via(object msg):
     cdef PyObject* v
     if r != NULL:
         return (<object>r)[0] if <object>r else None
-    r = _cached(cache, S_AT_VIA)
+    r = _vget(msg, VC_AT_VIA, S_AT_VIA)
     if r != NULL:
         return <object>r
     if _first(<object>_slot(msg, _O_HEADERS), S_VIA, &v) < 0:
@@ -2398,7 +2528,7 @@ cdef object _acc_via(object msg):
     else:
         value = <object>v
         top = _via_values(value, _max_via(<object>_slot(msg, _O_LIMITS)), True)
-    cache[S_AT_VIA] = top
+    _vput(msg, VC_AT_VIA, S_AT_VIA, top)
     return top
 
 
@@ -2418,18 +2548,17 @@ cdef object _acc_vias(object msg):
         cached.extend(_via_values(value, limit))
         if len(cached) > limit:
             raise ParseError("too many Via values", status_hint=513)
-    r = _cached(cache, S_AT_VIA)
+    r = _vget(msg, VC_AT_VIA, S_AT_VIA)
     if r != NULL and <object>r is not None and cached:
         cached[0] = <object>r
     cache[S_VIA] = cached
     return cached
 
 
-cdef object _address_acc(object msg, str key, object pure):
+cdef object _address_acc(object msg, int idx, str key, object pure):
     if not _mine(msg):
         return pure(msg)
-    cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    cdef PyObject* r = _cached(cache, key)
+    cdef PyObject* r = _vget(msg, idx, key)
     cdef PyObject* v
     if r != NULL:
         return <object>r
@@ -2439,16 +2568,16 @@ cdef object _address_acc(object msg, str key, object pure):
         cached = None
     else:
         cached = _dispatch_addresses(<object>v, False)
-    cache[key] = cached
+    _vput(msg, idx, key, cached)
     return cached
 
 
 cdef object _acc_from(object msg):
-    return _address_acc(msg, S_FROM, _P_FROM)
+    return _address_acc(msg, VC_FROM, S_FROM, _P_FROM)
 
 
 cdef object _acc_to(object msg):
-    return _address_acc(msg, S_TO, _P_TO)
+    return _address_acc(msg, VC_TO, S_TO, _P_TO)
 
 
 cdef object _acc_call_id(object msg):
@@ -2461,15 +2590,20 @@ cdef object _acc_call_id(object msg):
 cdef object _acc_cseq(object msg):
     if not _mine(msg):
         return _P_CSEQ(msg)
-    cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    cdef PyObject* r = _cached(cache, S_CSEQ)
+    cdef PyObject* r = _vget(msg, VC_CSEQ, S_CSEQ)
     cdef PyObject* v
+    cdef const unsigned char* raw
+    cdef Py_ssize_t nraw
     if r != NULL:
         return <object>r
-    if _first(<object>_slot(msg, _O_HEADERS), S_CSEQ, &v) < 0:
-        return _P_CSEQ(msg)
-    cached = None if v == NULL else _cseq_value(<object>v)
-    cache[S_CSEQ] = cached
+    hs = <object>_slot(msg, _O_HEADERS)
+    if _first_octets(hs, S_CSEQ, &raw, &nraw):
+        cached = _parse_cseq(<str>None, raw, nraw)   # no value str: parsed from the octets
+    else:
+        if _first(hs, S_CSEQ, &v) < 0:
+            return _P_CSEQ(msg)
+        cached = None if v == NULL else _cseq_value(<object>v)
+    _vput(msg, VC_CSEQ, S_CSEQ, cached)
     return cached
 
 
@@ -2515,8 +2649,7 @@ cdef bint _has_star(list values, bint strs) except -1:
 cdef object _acc_contacts(object msg):
     if not _mine(msg):
         return _P_CONTACTS(msg)
-    cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    cdef PyObject* r = _cached(cache, S_CONTACT)
+    cdef PyObject* r = _vget(msg, VC_CONTACT, S_CONTACT)
     if r != NULL:
         return <object>r
     cdef PyObject* hs = _slot(msg, _O_HEADERS)
@@ -2527,7 +2660,7 @@ cdef object _acc_contacts(object msg):
             cached = []
         else:
             cached = _dispatch_addresses(one, True)
-        cache[S_CONTACT] = cached
+        _vput(msg, VC_CONTACT, S_CONTACT, cached)
         return cached
     cdef list values = []
     if _all(<object>hs, S_CONTACT, values) < 0:
@@ -2541,7 +2674,7 @@ cdef object _acc_contacts(object msg):
     else:
         for value in values:
             cached.extend(_dispatch_addresses(value, True))
-    cache[S_CONTACT] = cached
+    _vput(msg, VC_CONTACT, S_CONTACT, cached)
     return cached
 
 
@@ -2551,10 +2684,23 @@ cdef object _uint_acc(object msg, str key, str name, unsigned long long maximum,
     cdef Py_ssize_t n, i
     cdef const unsigned char* d
     cdef unsigned long long value = 0
-    if not _mine(msg) or _first(<object>_slot(msg, _O_HEADERS), key, &v) < 0:
+    if not _mine(msg):
+        return pure(msg)
+    hs = <object>_slot(msg, _O_HEADERS)
+    if _first_octets(hs, key, &d, &n):   # no value str: the digits read from the octets
+        if 0 < n <= 10:
+            for i in range(n):
+                if d[i] < 48 or d[i] > 57:
+                    break
+                value = value * 10 + (d[i] - 48)
+            else:
+                if value <= maximum:
+                    return PyLong_FromUnsignedLongLong(value)
+    if _first(hs, key, &v) < 0:
         return pure(msg)
     if v == NULL:
         return None
+    value = 0
     if PyUnicode_CheckExact(<object>v) and PyUnicode_IS_COMPACT_ASCII(<object>v):
         n = PyUnicode_GET_LENGTH(<object>v)
         if 0 < n <= 10:
@@ -2924,16 +3070,19 @@ cdef class _LazyField:
     cdef int field
     cdef Py_ssize_t off        # the slot read and written (params or uri)
     cdef Py_ssize_t src_off    # the _src slot
+    cdef Py_ssize_t found_off  # the _found slot (branch / tag found when the value was checked)
     cdef object cls
     cdef str name
     cdef str key               # branch / tag: the parameter looked up
 
-    def __init__(self, cls, int field, str name, Py_ssize_t off, Py_ssize_t src_off):
+    def __init__(self, cls, int field, str name, Py_ssize_t off, Py_ssize_t src_off,
+                 Py_ssize_t found_off=0):
         self.cls = cls
         self.field = field
         self.name = name
         self.off = off
         self.src_off = src_off
+        self.found_off = found_off
         self.key = "branch" if field == F_VIA_BRANCH else "tag"
 
     cdef inline bint _readonly(self):
@@ -2955,6 +3104,10 @@ cdef class _LazyField:
                 r = PyDict_GetItem(<object>x, self.key)
                 return None if r == NULL else <object>r
             return (<object>x).get(self.key)
+        if self.found_off:
+            r = _slot(obj, self.found_off)
+            if r != NULL and (r == <PyObject*>None or PyUnicode_CheckExact(<object>r)):
+                return <object>r
         src = _slot(obj, self.src_off)
         if src == NULL or not PyUnicode_CheckExact(<object>src):
             raise AttributeError(f"'{type(obj).__name__}' object has no attribute "
@@ -3004,19 +3157,23 @@ cdef Py_ssize_t _O_VIA_SRC = _slot_offset(Via, "_src")
 cdef Py_ssize_t _O_ADDR_URI = _slot_offset(Address, "uri")
 cdef Py_ssize_t _O_ADDR_PARAMS = _slot_offset(Address, "params")
 cdef Py_ssize_t _O_ADDR_SRC = _slot_offset(Address, "_src")
+cdef Py_ssize_t _O_VIA_FOUND = _slot_offset(Via, "_found")
+cdef Py_ssize_t _O_ADDR_FOUND = _slot_offset(Address, "_found")
 
 if (
     _VIA.plain and _ADDR.plain and _O_VIA_PARAMS and _O_VIA_SRC and _O_ADDR_URI
-    and _O_ADDR_PARAMS and _O_ADDR_SRC
+    and _O_ADDR_PARAMS and _O_ADDR_SRC and _O_VIA_FOUND and _O_ADDR_FOUND
 ):
     _install_lazy_fields(Via, {
         "params": _LazyField(Via, F_VIA_PARAMS, "params", _O_VIA_PARAMS, _O_VIA_SRC),
-        "branch": _LazyField(Via, F_VIA_BRANCH, "branch", _O_VIA_PARAMS, _O_VIA_SRC),
+        "branch": _LazyField(Via, F_VIA_BRANCH, "branch", _O_VIA_PARAMS, _O_VIA_SRC,
+                             _O_VIA_FOUND),
     })
     _install_lazy_fields(Address, {
         "uri": _LazyField(Address, F_ADDR_URI, "uri", _O_ADDR_URI, _O_ADDR_SRC),
         "params": _LazyField(Address, F_ADDR_PARAMS, "params", _O_ADDR_PARAMS, _O_ADDR_SRC),
-        "tag": _LazyField(Address, F_ADDR_TAG, "tag", _O_ADDR_PARAMS, _O_ADDR_SRC),
+        "tag": _LazyField(Address, F_ADDR_TAG, "tag", _O_ADDR_PARAMS, _O_ADDR_SRC,
+                          _O_ADDR_FOUND),
     })
     _LAZY_OK = True
 
@@ -3301,7 +3458,7 @@ def _replace_top_via(self, via):
                     cached = cache.get(S_VIA)
                     if cached:
                         cached[0] = via
-                    cache[S_AT_VIA] = via
+                    _vput(self, VC_AT_VIA, S_AT_VIA, via)
                     return None
                 # not a Via: go on (the pure method takes the first Via line)
     return _P_REPLACE_TOP_VIA(self, via)

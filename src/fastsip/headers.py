@@ -137,7 +137,8 @@ class Via:
 
     # ``_src``: unset, or the text a compiled parser twin parsed this value from; it may then
     # leave ``params`` unset and build it on first access (see :func:`_install_lazy_fields`).
-    __slots__ = ("_src", "host", "params", "port", "protocol", "transport")
+    # ``_found``: set with ``_src``, the branch that twin found while checking the params.
+    __slots__ = ("_found", "_src", "host", "params", "port", "protocol", "transport")
 
     protocol: str
     transport: str
@@ -238,8 +239,9 @@ class Via:
 class Address:
     """A name-addr or addr-spec with header params (From, To, Contact, Route...)."""
 
-    # ``_src``: as for :class:`Via` (``uri`` and ``params`` may be built on first access).
-    __slots__ = ("_src", "display", "params", "uri")
+    # ``_src``, ``_found``: as for :class:`Via` (``uri`` and ``params`` may be built on first
+    # access; ``_found`` is the tag).
+    __slots__ = ("_found", "_src", "display", "params", "uri")
 
     display: str | None
     uri: URI
