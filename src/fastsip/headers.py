@@ -318,8 +318,9 @@ class Address:
 def _install_lazy_fields(cls: type, fields: dict[str, object]) -> dict[str, object]:
     """Let a compiled parser twin build some fields of the values it parses on first access.
 
-    The Cython twin calls this once at import for :class:`Via` (``params``, ``branch``) and
-    :class:`Address` (``uri``, ``params``, ``tag``). It checks the whole value when it parses
+    The Cython twin calls this once at import for :class:`Via` (``params``, ``branch``),
+    :class:`Address` (``uri``, ``params``, ``tag``) and :class:`~fastsip.uri.URI` (``params``
+    and ``headers``, left unset when empty and made on first access). It checks the whole value when it parses
     it (so the same values fail, at the same point, as in the pure twin) but builds the
     parameter dicts and the URI only when they are read, from the text kept in ``_src``. The
     properties it installs read and write the original slots, so a value built any other way
@@ -327,7 +328,7 @@ def _install_lazy_fields(cls: type, fields: dict[str, object]) -> dict[str, obje
     found by scanning the parameter text while ``params`` is not built yet.
 
     Args:
-        cls: :class:`Via` or :class:`Address`.
+        cls: :class:`Via`, :class:`Address` or :class:`~fastsip.uri.URI`.
         fields: attribute name -> the descriptor replacing the slot or the pure property.
 
     Returns:

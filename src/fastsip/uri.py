@@ -55,6 +55,10 @@ def escape_user(user: str) -> str:
 class URI:
     """A parsed URI. Treat as immutable; use :meth:`replace` to derive a changed copy."""
 
+    # A compiled parser twin may leave ``params`` and ``headers`` unset when they are empty;
+    # the descriptor it installs then makes the empty dict on first access
+    # (``headers._install_lazy_fields``).
+
     __slots__ = (
         "_text",
         "headers",

@@ -122,3 +122,35 @@ def test_random_bytes_identical(twins, data: bytes) -> None:
     a = datagram_outcome(py, data)
     assert a == datagram_outcome(c, data)
     assert "'BUG'" not in repr(a)
+
+
+# URIs around the plain shape the C twin checks in one pass (``_plain_sip_uri``): every
+# boundary of that shape (scheme spelling, user with its allowed ";=?&", "@" twice, password,
+# escapes, IPv6, port length and range, empty and doubled params, headers) next to the usual.
+_URI_PART = st.sampled_from(
+    list("abcAZ09.-_;=?&%@:[]!~*'()+$,/ é\t")
+    + ["%41", "%zz", "5060", "65535", "65536", "123456", "transport=udp", ";lr", "::1"]
+)
+
+
+@st.composite
+def near_plain_uri(draw: st.DrawFn) -> str:
+    scheme = draw(st.sampled_from(["sip", "SIP", "sips", "SiPs", "sipx", "tel", "si"]))
+    user = draw(st.lists(_URI_PART, max_size=4).map("".join))
+    host = draw(st.sampled_from(["example.com", "a", "192.0.2.1", "[::1]", "", "h_st", "-"]))
+    host += draw(st.lists(_URI_PART, max_size=2).map("".join))
+    port = draw(st.sampled_from(["", ":", ":5060", ":065535", ":65536", ":1234567", ":0"]))
+    params = draw(st.lists(_URI_PART, max_size=5).map("".join))
+    at = draw(st.sampled_from(["@", "", "@@"])) if user else ""
+    return f"{scheme}:{user}{at}{host}{port}{params}"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(near_plain_uri(), st.sampled_from(["<{}>;tag=1", "{}", "{};tag=2", '"A" <{}>']))
+def test_uris_near_the_plain_shape_identical(twins, uri: str, form: str) -> None:
+    py, c = twins
+    text = form.format(uri)
+    a = value_outcome(py, text)
+    assert a == value_outcome(c, text)
+    assert value_outcome(py, uri) == value_outcome(c, uri)
+    assert "'BUG'" not in repr(a)
