@@ -1992,11 +1992,80 @@ cdef inline object _found_value(str text, Py_ssize_t* found):
     return _sub(text, found[0], found[1])
 
 
+cdef Py_ssize_t _plain_via(const UCH* d, Py_ssize_t i, Py_ssize_t n,
+                           Py_ssize_t* out) noexcept nogil:
+    """The end (n, or the index of the comma before the next value) of the via-parm at i when
+    it has the plain shape the full steps of _parse_via accept: ``SIP/2.0/TRANSPORT SP
+    host[:port]*(;name[=value])`` with a token transport, a host of host characters, no other
+    whitespace, no quoted value; else -1 (the full steps then decide: -1 never means invalid).
+
+    out: [0:2] the transport span, [2:4] the host span, [4] the port (-1 when none), [5:7] the
+    branch value span as _gen_params reports it (-2 none, -1 no value).
+    """
+    cdef Py_ssize_t j, ps, na, va
+    cdef long port = -1
+    if n - i < 10 or d[i] != 0x53 or d[i + 1] != 0x49 or d[i + 2] != 0x50 \
+            or d[i + 3] != CH_SLASH or d[i + 4] != 0x32 or d[i + 5] != 0x2E \
+            or d[i + 6] != 0x30 or d[i + 7] != CH_SLASH:
+        return -1
+    i += 8
+    j = i
+    while j < n and d[j] < 128 and (_ct[d[j]] & C_TOKEN):
+        j += 1
+    if j == i or j >= n or d[j] != CH_SP:
+        return -1
+    out[0] = i
+    out[1] = j
+    i = j + 1
+    j = i
+    while j < n and _in(d[j], C_HOST):
+        j += 1
+    if j == i:
+        return -1
+    out[2] = i
+    out[3] = j
+    if j < n and d[j] == CH_COLON:
+        j += 1
+        ps = j
+        port = 0
+        while j < n and 48 <= d[j] <= 57 and j - ps < 6:
+            port = port * 10 + <long>(d[j] - 48)
+            j += 1
+        if j == ps or j - ps > 5 or port > 65535:
+            return -1
+    out[4] = port
+    out[5] = -2
+    out[6] = -2
+    while j < n and d[j] != CH_COMMA:
+        if d[j] != CH_SEMI:
+            return -1
+        j += 1
+        na = j
+        while j < n and d[j] < 128 and (_ct[d[j]] & C_TOKEN):
+            j += 1
+        if j == na:
+            return -1
+        va = -1
+        if j < n and d[j] == CH_EQ:
+            j += 1
+            va = j
+            # an unquoted value: what the full steps take, less non-ASCII and controls
+            while j < n and 32 < d[j] < 127 and not (_ct[d[j]] & C_GPSTOP):
+                j += 1
+            if j == va:
+                return -1
+        if out[5] == -2 and _name_is(d, na, va - 1 if va >= 0 else j, b"branch", 6):
+            out[5] = va
+            out[6] = j
+    return j
+
+
 cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bint top_only):
     """The Via values of one header value (all checked); with top_only the first one, not
     the list (``Message.via`` reads only the top value: no list to build and drop)."""
     cdef Py_ssize_t i = 0, j, k, pp, close, na, nb, va, vb, ta, tb, port, limit = 0, count = 0
     cdef Py_ssize_t found[2]
+    cdef Py_ssize_t pv[7]
     cdef bint c_limit = PyLong_CheckExact(max_via)
     if c_limit:
         limit = _clamp(max_via)
@@ -2005,6 +2074,25 @@ cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bin
     while True:
         i = _skip_ws(d, i, n)
         na = i
+        k = _plain_via(d, i, n, pv)
+        if k >= 0:   # the usual via-parm: one pass did the checks of the steps below
+            i = k
+            via = _new_via(S_SIP20, _ascii_exact(text, d, pv[0], pv[1], True),
+                           _sub(text, pv[2], pv[3]), _port_obj(pv[4]), None,
+                           text if (na == 0 and i == n) else _sub(text, na, i),
+                           _found_value(text, &pv[5]))
+            count += 1
+            if top_only:
+                if count == 1:
+                    top = via
+            else:
+                out.append(via)
+            if (count > limit) if c_limit else (count > max_via):
+                raise _err("too many Via values", -1, 513)
+            if i >= n:
+                return top if top_only else out
+            i += 1  # the comma
+            continue
         nb = _token_end(d, i, n, "Via")
         i = _skip_ws(d, nb, n)
         if i >= n or d[i] != CH_SLASH:

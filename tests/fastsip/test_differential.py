@@ -154,3 +154,31 @@ def test_uris_near_the_plain_shape_identical(twins, uri: str, form: str) -> None
     assert a == value_outcome(c, text)
     assert value_outcome(py, uri) == value_outcome(c, uri)
     assert "'BUG'" not in repr(a)
+
+
+# Via values around the plain shape the C twin checks in one pass (``_plain_via``).
+_VIA_PART = st.sampled_from(
+    list("abAZ09.-_;=,:[]\"' \t()é@!%")
+    + ["branch", "BRANCH", "z9hG4bK", "rport", "received=1.2.3.4", "65535", "65536", "123456"]
+)
+
+
+@st.composite
+def near_plain_via(draw: st.DrawFn) -> str:
+    proto = draw(st.sampled_from(["SIP/2.0/", "sip/2.0/", "SIP/2.1/", "SIP /2.0/", "SIP/2.0"]))
+    transport = draw(st.sampled_from(["UDP", "tcp", "TLS", "", "U(P", "SCTP"]))
+    gap = draw(st.sampled_from([" ", "  ", "\t", "", " \t"]))
+    host = draw(st.sampled_from(["192.0.2.1", "h.example", "[::1]", "", "a_b"]))
+    port = draw(st.sampled_from(["", ":5060", ":", ":065535", ":65536", " :5060", ":5060 "]))
+    params = draw(st.lists(_VIA_PART, max_size=6).map("".join))
+    return f"{proto}{transport}{gap}{host}{port}{params}"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(near_plain_via(), min_size=1, max_size=3), st.sampled_from([",", ", ", " ,"]))
+def test_vias_near_the_plain_shape_identical(twins, vias: list[str], sep: str) -> None:
+    py, c = twins
+    text = sep.join(vias)
+    a = value_outcome(py, text)
+    assert a == value_outcome(c, text)
+    assert "'BUG'" not in repr(a)
