@@ -318,16 +318,24 @@ _EXACT_NAMES = (
 )
 
 
+_HOT_KEYS = {"via": HOT_VIA, "from": HOT_FROM, "to": HOT_TO, "call-id": HOT_CALL_ID,
+             "cseq": HOT_CSEQ, "contact": HOT_CONTACT, "expires": HOT_EXPIRES}
+
+
+def _name_flags(key):
+    """Ent.flags of a header name: F_CONTENT_LENGTH, and its HOT_ id in the bits from 8."""
+    return (F_CONTENT_LENGTH if key == "content-length" else 0) | (_HOT_KEYS.get(key, 0) << 8)
+
+
 def _build_names():
     for name in _HEADER_NAMES:
         low = _sys.intern(name.lower())
         key = _sys.intern(header_key(name))
-        _insert(_htab, 511, low.encode(), key, _sys.intern(name), low,
-                F_CONTENT_LENGTH if key == "content-length" else 0)
+        _insert(_htab, 511, low.encode(), key, _sys.intern(name), low, _name_flags(key))
     for letter, _long_name in COMPACT_FORMS.items():
         key = _sys.intern(header_key(letter))
         _insert(_htab, 511, letter.encode(), key, _sys.intern(letter), _sys.intern(letter),
-                F_CONTENT_LENGTH if key == "content-length" else 0)
+                _name_flags(key))
     for name in _PARAM_NAMES:
         name = _sys.intern(name)
         _insert(_ptab, 255, name.encode(), name, name, name, 0)
@@ -855,6 +863,15 @@ cdef enum:
     VC_CSEQ = 3             # "cseq"
     VC_CONTACT = 4          # "contact"
     VC_N = 5
+    # _Head.first / cnt: the headers every message has and the accessors look up, by id
+    HOT_VIA = 1
+    HOT_FROM = 2
+    HOT_TO = 3
+    HOT_CALL_ID = 4
+    HOT_CSEQ = 5
+    HOT_CONTACT = 6
+    HOT_EXPIRES = 7
+    HOT_N = 8
 
 
 @cython.no_gc
@@ -876,6 +893,11 @@ cdef class _Head:
     # They are parsed values of this message: a cycle through them would need a caller to
     # store the message inside one of them, which is why the class can stay untracked.
     cdef PyObject* vc[VC_N]
+    # Where the first header of each HOT_ key is (entry index + 1, 0: none) and how many
+    # there are (up to 2), recorded by the parse: an accessor finds its header without a scan.
+    cdef bint indexed
+    cdef uint16_t first[HOT_N]
+    cdef unsigned char cnt[HOT_N]
     # Entries of the usual message stored in the object itself: with the freelist, parsing
     # a message allocates no memory for its headers at all.
     cdef HEnt small[HEAD_CAP0]
@@ -970,6 +992,7 @@ cdef object _parse_head(const unsigned char* p, Py_ssize_t start, Py_ssize_t end
     cdef _Head head = _Head.__new__(_Head)
     head.ascii = _ascii(p + start, end - start)
     msg = _parse_fields(p, start, end, lim, info, head)
+    head.indexed = head.n < 65535   # (first[] holds entry indexes + 1 as uint16)
     global _SELF
     cdef _Shape shape = _REQ if info.is_request else _RESP
     if _SELF is None:
@@ -998,6 +1021,7 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t e
     cdef unsigned char c
     cdef unsigned char low[NAME_MAX]
     cdef size_t h
+    cdef int hot
     cdef Ent* ent
     cdef const unsigned char* q
     cdef object msg, name, key, value
@@ -1081,6 +1105,13 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t e
                 info.cl_p = p + vs
                 info.cl_n = ve - vs
         _head_push(head, key, name, value, vs, ve)
+        if ent != NULL and (ent.flags >> 8):
+            hot = ent.flags >> 8
+            if head.cnt[hot] == 0:
+                head.first[hot] = <uint16_t>(nh + 1)
+                head.cnt[hot] = 1
+            else:
+                head.cnt[hot] = 2
         nh += 1
     return msg
 
@@ -1992,6 +2023,40 @@ cdef inline object _found_value(str text, Py_ssize_t* found):
     return _sub(text, found[0], found[1])
 
 
+cdef Py_ssize_t _plain_params(const UCH* d, Py_ssize_t j, Py_ssize_t n, bint in_list,
+                              const char* fkey, Py_ssize_t fklen,
+                              Py_ssize_t* found) noexcept nogil:
+    """``*(;name[=value])`` at j in the plain form _gen_params accepts (token names, unquoted
+    values of printable ASCII, no whitespace): its end (n, or a comma when in_list), else -1
+    (_gen_params then decides). found[0:2]: the span of the first ``fkey`` value, as
+    _gen_params reports it (-2 none, -1 no value)."""
+    cdef Py_ssize_t na, va
+    found[0] = -2
+    found[1] = -2
+    while j < n:
+        if d[j] != CH_SEMI:
+            return j if in_list and d[j] == CH_COMMA else -1
+        j += 1
+        na = j
+        while j < n and d[j] < 128 and (_ct[d[j]] & C_TOKEN):
+            j += 1
+        if j == na:
+            return -1
+        va = -1
+        if j < n and d[j] == CH_EQ:
+            j += 1
+            va = j
+            # an unquoted value: what _gen_params takes, less non-ASCII and controls
+            while j < n and 32 < d[j] < 127 and not (_ct[d[j]] & C_GPSTOP):
+                j += 1
+            if j == va:
+                return -1
+        if found[0] == -2 and _name_is(d, na, va - 1 if va >= 0 else j, fkey, fklen):
+            found[0] = va
+            found[1] = j
+    return j
+
+
 cdef Py_ssize_t _plain_via(const UCH* d, Py_ssize_t i, Py_ssize_t n,
                            Py_ssize_t* out) noexcept nogil:
     """The end (n, or the index of the comma before the next value) of the via-parm at i when
@@ -2002,7 +2067,7 @@ cdef Py_ssize_t _plain_via(const UCH* d, Py_ssize_t i, Py_ssize_t n,
     out: [0:2] the transport span, [2:4] the host span, [4] the port (-1 when none), [5:7] the
     branch value span as _gen_params reports it (-2 none, -1 no value).
     """
-    cdef Py_ssize_t j, ps, na, va
+    cdef Py_ssize_t j, ps
     cdef long port = -1
     if n - i < 10 or d[i] != 0x53 or d[i + 1] != 0x49 or d[i + 2] != 0x50 \
             or d[i + 3] != CH_SLASH or d[i + 4] != 0x32 or d[i + 5] != 0x2E \
@@ -2034,30 +2099,7 @@ cdef Py_ssize_t _plain_via(const UCH* d, Py_ssize_t i, Py_ssize_t n,
         if j == ps or j - ps > 5 or port > 65535:
             return -1
     out[4] = port
-    out[5] = -2
-    out[6] = -2
-    while j < n and d[j] != CH_COMMA:
-        if d[j] != CH_SEMI:
-            return -1
-        j += 1
-        na = j
-        while j < n and d[j] < 128 and (_ct[d[j]] & C_TOKEN):
-            j += 1
-        if j == na:
-            return -1
-        va = -1
-        if j < n and d[j] == CH_EQ:
-            j += 1
-            va = j
-            # an unquoted value: what the full steps take, less non-ASCII and controls
-            while j < n and 32 < d[j] < 127 and not (_ct[d[j]] & C_GPSTOP):
-                j += 1
-            if j == va:
-                return -1
-        if out[5] == -2 and _name_is(d, na, va - 1 if va >= 0 else j, b"branch", 6):
-            out[5] = va
-            out[6] = j
-    return j
+    return _plain_params(d, j, n, True, b"branch", 6, &out[5])
 
 
 cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bint top_only):
@@ -2241,7 +2283,8 @@ cdef object _parse_address_at(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n
             raise _err(f"URI with headers must be in <> in {what}")
         _parse_uri(text, d, i, j, None, False)
         i = j
-    i = _gen_params(text, d, i, n, None, what, in_list, b"tag", 3, found)
+    j = _plain_params(d, i, n, in_list, b"tag", 3, found)
+    i = j if j >= 0 else _gen_params(text, d, i, n, None, what, in_list, b"tag", 3, found)
     end_out[0] = i
     return _new_address(None, display, None,
                         text if (start == 0 and i == n) else _sub(text, start, i),
@@ -2601,10 +2644,16 @@ cdef int _first(object hs, str key, PyObject** out) except -2:
     cdef PyObject* t
     cdef PyObject* k
     cdef _Head h
+    cdef int hid
     cdef bint key_interned = PyUnicode_CHECK_INTERNED(key)
     out[0] = NULL
     if type(hs) is _Head:   # keys are strs the parser made, interned for the known names
         h = <_Head>hs
+        hid = _hot_id(key)
+        if hid and h.indexed:
+            if h.first[hid]:
+                out[0] = _head_value(h, h.first[hid] - 1)
+            return 0
         for i in range(h.n):
             k = h.ents[i].key
             if k == <PyObject*>key or (
@@ -2632,6 +2681,25 @@ cdef int _first(object hs, str key, PyObject** out) except -2:
     return 0
 
 
+cdef inline int _hot_id(str key) noexcept:
+    """The HOT_ id of one of the accessors' interned keys, else 0."""
+    if key is S_VIA:
+        return HOT_VIA
+    if key is S_FROM:
+        return HOT_FROM
+    if key is S_TO:
+        return HOT_TO
+    if key is S_CALL_ID:
+        return HOT_CALL_ID
+    if key is S_CSEQ:
+        return HOT_CSEQ
+    if key is S_CONTACT:
+        return HOT_CONTACT
+    if key is S_EXPIRES:
+        return HOT_EXPIRES
+    return 0
+
+
 cdef bint _first_octets(object hs, str key, const unsigned char** p,
                        Py_ssize_t* n) noexcept:
     """For a _Head whose header section is ASCII: the octets of the first header with this
@@ -2645,6 +2713,14 @@ cdef bint _first_octets(object hs, str key, const unsigned char** p,
     h = <_Head>hs
     if not h.ascii or h.buf is None:
         return False
+    cdef int hid = _hot_id(key)
+    if hid and h.indexed:
+        i = h.first[hid] - 1
+        if i < 0 or h.ents[i].value != NULL:
+            return False
+        p[0] = <const unsigned char*>PyBytes_AS_STRING(h.buf) + h.ents[i].vs
+        n[0] = h.ents[i].ve - h.ents[i].vs
+        return True
     for i in range(h.n):
         k = h.ents[i].key
         if k == <PyObject*>key or (
@@ -2801,6 +2877,11 @@ cdef object _one_value(object hs, str key):
     if type(hs) is not _Head:
         return None
     h = <_Head>hs
+    cdef int hid = _hot_id(key)
+    if hid and h.indexed:
+        if h.cnt[hid] != 1:
+            return None
+        return <object>_head_value(h, h.first[hid] - 1)
     for i in range(h.n):
         if h.ents[i].key == <PyObject*>key or (
                 not PyUnicode_CHECK_INTERNED(<object>h.ents[i].key)
