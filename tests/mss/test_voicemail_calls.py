@@ -171,9 +171,9 @@ def test_offline_user_greeting_then_5s_recording(loop_name: str, tmp_path: Path)
             try:
                 d, dest, formats = await answered(a, peer)
                 assert formats == [0, 101]  # PCMU (first offered) + telephone-event
-                await peer.wait_quiet()
-                # the greeting: every packet, in order, paced 20 ms, PCMU, one SSRC, marker first
                 expected = prompt_pcm(read_wav(DEFAULT_GREETING))
+                await peer.wait_quiet(count=-(-len(expected) // 160))
+                # the greeting: every packet, in order, paced 20 ms, PCMU, one SSRC, marker first
                 hs = peer.headers()
                 assert len(hs) == -(-len(expected) // 160)
                 assert all(h[0] == 0x80 and h[1] & 0x7F == 0 for h in hs)
