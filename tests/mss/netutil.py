@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,13 +26,25 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
+# How long closing a loop may take before the test process dumps every thread's stack and
+# exits. uvloop's close() runs libuv until its last handle and request are done; once (in
+# 1 of about 7 whole-suite runs, after test_ten_thousand_pending_transactions_timers_on_time
+# on uvloop) it waited in epoll for good, which would have held CI until its time limit.
+# A dump and a failure within minutes, instead, say where it hung.
+CLOSE_LIMIT = 120.0
+
+
 def run_on(name: str, fn: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
     loop = loop_factory(name)()
     try:
         return loop.run_until_complete(asyncio.wait_for(fn(), timeout))
     finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+        faulthandler.dump_traceback_later(CLOSE_LIMIT, exit=True, file=sys.__stderr__)
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
 
 class UdpClient(asyncio.DatagramProtocol):
