@@ -33,17 +33,7 @@ CLOCK: Callable[[], float] = time.perf_counter
 
 def median_us(fn: Callable[[], Any], repeat: int, target: float = 0.05) -> float:
     clock = CLOCK
-    fn()
-    n = 1
-    while True:  # calibrate the inner loop to ~target seconds
-        t0 = clock()
-        for _ in range(n):
-            fn()
-        dt = clock() - t0
-        if dt >= target / 4 or n >= 1 << 22:
-            break
-        n *= 2
-    n = max(1, int(n * target / max(dt, 1e-9)))
+    n = _calibrate(fn, target)
     samples = []
     for _ in range(repeat):
         t0 = clock()
