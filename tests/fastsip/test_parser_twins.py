@@ -543,6 +543,32 @@ FRAMING_CASES = [
     b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"\x00" * 12,
 ]
 
+# The C twin finds the lines and the CRLFCRLF that ends them in one pass, 16 octets at a time:
+# a missing CRLFCRLF must still win over any other error (the pure twin looks for it first),
+# and line ends, bare CR/LF and non-ASCII octets must be seen at every place in a 16-octet step.
+FRAMING_CASES += [
+    REG[:-2],
+    REG[:-1],
+    REG[:-2].replace(b"Max-Forwards", b"Max Forwards"),
+    REG[:-2].replace(b"Max-Forwards: 70", b"Max-Forwards: 7\r0"),
+    REG[:-2].replace(b"REGISTER sip:example.com SIP/2.0", b"SIP/x 200 OK"),
+    REG.replace(b"Content-Length: 0", b"Content-Length: 2") + b"\xc3\xa9",
+    REG.replace(b"Content-Length: 0\r\n", b"Content-Length: 2\r\n\xc3\xa9") + b"\xc3\xa9",
+    REG.replace(b"User-Agent: fastsip-bench/1.0", b"User-Agent: x\r\n caf\xc3\xa9"),
+    REG.replace(b"User-Agent: fastsip-bench/1.0", b"User-Agent: x\r\n caf\xc3\xa9\r\n"),
+]
+for _k in range(0, 36):
+    _pad = b"v" * _k
+    FRAMING_CASES += [
+        b"OPTIONS sip:x SIP/2.0\r\nA: " + _pad + b"\r\nB: c\r\n\r\n",
+        b"OPTIONS sip:x SIP/2.0\r\nA: " + _pad + b"\xc3\xa9\r\n\r\n",
+        b"OPTIONS sip:x SIP/2.0\r\nA: " + _pad + b"\r\r\n\r\n",
+        b"OPTIONS sip:x SIP/2.0\r\nA: " + _pad + b"\n\r\n",
+        b"OPTIONS sip:x SIP/2.0\r\nA: " + _pad + b"\r\n\r",
+        b"OPTIONS sip:x SIP/2.0\r\nA: " + _pad + b"\r\n \r\n\r\n",
+        b"OPTIONS sip:x SIP/2.0\r\nA: b\r\n\r\n" + _pad + b"\xff\r\r",
+    ]
+
 
 @pytest.mark.parametrize("data", FRAMING_CASES)
 def test_framing_cases(data: bytes) -> None:
