@@ -706,8 +706,9 @@ cdef extern from *:
     /* Index of the first CR or LF in p[i:n] (n when none); *hi gets the OR of the octets
        before it (bit 7 set: not ASCII). SSE2 (every x86-64) looks at 16 octets per step,
        which for header lines of 20-60 octets costs a third of two memchr calls; elsewhere
-       memchr finds the CR and the LF. Never reads outside p[i:n]. */
-    #if defined(__SSE2__) || defined(_M_X64) || defined(_M_AMD64)
+       memchr finds the CR and the LF (CFLAGS=-DFASTSIP_NO_SIMD builds that path on x86 too,
+       to test it). Never reads outside p[i:n]. */
+    #if (defined(__SSE2__) || defined(_M_X64) || defined(_M_AMD64)) && !defined(FASTSIP_NO_SIMD)
     #include <emmintrin.h>
     #if defined(_MSC_VER)
     #include <intrin.h>
