@@ -712,7 +712,11 @@ cdef extern from *:
     #include <emmintrin.h>
     #if defined(_MSC_VER)
     #include <intrin.h>
-    static __inline unsigned __fastsip_ctz(unsigned m) { unsigned long r; _BitScanForward(&r, m); return (unsigned)r; }
+    static __inline unsigned __fastsip_ctz(unsigned m) {
+        unsigned long r;
+        _BitScanForward(&r, m);
+        return (unsigned)r;
+    }
     #else
     #define __fastsip_ctz(m) ((unsigned)__builtin_ctz(m))
     #endif
@@ -2211,66 +2215,55 @@ cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bin
                            _sub(text, pv[2], pv[3]), _port_obj(pv[4]), None,
                            text if (na == 0 and i == n) else _sub(text, na, i),
                            _found_value(text, &pv[5]))
-            count += 1
-            if top_only:
-                if count == 1:
-                    top = via
+        else:
+            nb = _token_end(d, i, n, "Via")
+            i = _skip_ws(d, nb, n)
+            if i >= n or d[i] != CH_SLASH:
+                raise _err("bad sent-protocol in Via")
+            i = _skip_ws(d, i + 1, n)
+            va = i
+            vb = _token_end(d, i, n, "Via")
+            i = _skip_ws(d, vb, n)
+            if i >= n or d[i] != CH_SLASH:
+                raise _err("bad sent-protocol in Via")
+            i = _skip_ws(d, i + 1, n)
+            ta = i
+            tb = _token_end(d, i, n, "Via")
+            i = tb
+            j = _skip_ws(d, i, n)
+            if j == i:
+                raise _err("missing sent-by in Via")
+            i = j
+            if j < n and d[j] == CH_LBRACKET:
+                close = _find(d, CH_RBRACKET, j, n)
+                if close < 0:
+                    raise _err("unterminated IPv6 reference in Via")
+                j = close + 1
+            while j < n and not _is(d[j], C_VIASTOP):
+                j += 1
+            k = _skip_ws(d, j, n)
+            if k < n and d[k] == CH_COLON:
+                # LWS before the port colon (RFC 3261 allows ``host : port``): rare, rebuild text
+                pp = _skip_ws(d, k + 1, n)
+                k = pp
+                pp = _span(d, pp, n, C_DIGIT)
+                hostport = _sub(text, i, j) + ":" + _sub(text, k, pp)
+                host = _parse_host_str(hostport, "Via", &port)
+                i = pp
             else:
-                out.append(via)
-            if (count > limit) if c_limit else (count > max_via):
-                raise _err("too many Via values", -1, 513)
-            if i >= n:
-                return top if top_only else out
-            i += 1  # the comma
-            continue
-        nb = _token_end(d, i, n, "Via")
-        i = _skip_ws(d, nb, n)
-        if i >= n or d[i] != CH_SLASH:
-            raise _err("bad sent-protocol in Via")
-        i = _skip_ws(d, i + 1, n)
-        va = i
-        vb = _token_end(d, i, n, "Via")
-        i = _skip_ws(d, vb, n)
-        if i >= n or d[i] != CH_SLASH:
-            raise _err("bad sent-protocol in Via")
-        i = _skip_ws(d, i + 1, n)
-        ta = i
-        tb = _token_end(d, i, n, "Via")
-        i = tb
-        j = _skip_ws(d, i, n)
-        if j == i:
-            raise _err("missing sent-by in Via")
-        i = j
-        if j < n and d[j] == CH_LBRACKET:
-            close = _find(d, CH_RBRACKET, j, n)
-            if close < 0:
-                raise _err("unterminated IPv6 reference in Via")
-            j = close + 1
-        while j < n and not _is(d[j], C_VIASTOP):
-            j += 1
-        k = _skip_ws(d, j, n)
-        if k < n and d[k] == CH_COLON:
-            # LWS before the port colon (RFC 3261 allows ``host : port``): rare, rebuild text
-            pp = _skip_ws(d, k + 1, n)
-            k = pp
-            pp = _span(d, pp, n, C_DIGIT)
-            hostport = _sub(text, i, j) + ":" + _sub(text, k, pp)
-            host = _parse_host_str(hostport, "Via", &port)
-            i = pp
-        else:
-            host = _parse_host(text, d, i, j, "Via", &port)
-            i = k
-        # params: checked now, built on first access (_LazyField) from this via-parm's text
-        i = _gen_params(text, d, i, n, None, "Via", True, b"branch", 6, found)
-        if vb - va == 3 and nb - na == 3 and d[na] == 0x53 and d[na + 1] == 0x49 \
-                and d[na + 2] == 0x50 and d[va] == 0x32 and d[va + 1] == 0x2E \
-                and d[va + 2] == 0x30:
-            protocol = S_SIP20
-        else:
-            protocol = f"{_sub(text, na, nb)}/{_sub(text, va, vb)}"
-        via = _new_via(protocol, _ascii_exact(text, d, ta, tb, True), host, _port_obj(port),
-                       None, text if (na == 0 and i == n) else _sub(text, na, i),
-                       _found_value(text, found))
+                host = _parse_host(text, d, i, j, "Via", &port)
+                i = k
+            # params: checked now, built on first access (_LazyField) from this via-parm's text
+            i = _gen_params(text, d, i, n, None, "Via", True, b"branch", 6, found)
+            if vb - va == 3 and nb - na == 3 and d[na] == 0x53 and d[na + 1] == 0x49 \
+                    and d[na + 2] == 0x50 and d[va] == 0x32 and d[va + 1] == 0x2E \
+                    and d[va + 2] == 0x30:
+                protocol = S_SIP20
+            else:
+                protocol = f"{_sub(text, na, nb)}/{_sub(text, va, vb)}"
+            via = _new_via(protocol, _ascii_exact(text, d, ta, tb, True), host, _port_obj(port),
+                           None, text if (na == 0 and i == n) else _sub(text, na, i),
+                           _found_value(text, found))
         count += 1
         if top_only:
             if count == 1:
