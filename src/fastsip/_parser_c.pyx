@@ -154,6 +154,8 @@ cdef enum:
     C_GPSTOP = 1 << 13    # ends an unquoted generic-param value: SP HTAB ; , " < >
     C_VIASTOP = 1 << 14   # ends a sent-by / addr-spec: SP HTAB ; ,
     C_WS = 1 << 15        # SP HTAB
+    C_USER_NP = 1 << 16   # C_USER less "%" (the one-pass checks leave escapes to the full ones)
+    C_PARAM_NP = 1 << 17  # C_PARAM less "%"
 
 cdef enum:
     CH_HT = 9
@@ -199,6 +201,8 @@ def _build_classes():
         (C_GPSTOP, ' \t;,"<>'),
         (C_VIASTOP, " \t;,"),
         (C_WS, " \t"),
+        (C_USER_NP, alnum + "-_.!~*'()&=+$,;?/"),
+        (C_PARAM_NP, alnum + "-_.!~*'()[]/:&+$"),
     )
     cdef int i
     for i in range(256):
@@ -1759,8 +1763,9 @@ cdef int _uri_params(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, dict pa
 
 
 cdef inline bint _in(UC c, unsigned int mask) noexcept nogil:
-    """An ASCII character of the class, other than "%" (the fast check never decodes)."""
-    return c < 128 and (_ct[c] & mask) != 0 and c != CH_PCT
+    """A character of the class (C_USER_NP, C_HOST, C_PARAM_NP: ASCII, no "%", so the fast
+    checks never decode). ``c < 256`` is free for octets: _ct is 0 from 128 on."""
+    return c < 256 and (_ct[c] & mask) != 0
 
 
 cdef bint _plain_sip_uri(const UCH* d, Py_ssize_t s, Py_ssize_t e, Py_ssize_t* out) noexcept nogil:
@@ -1789,7 +1794,7 @@ cdef bint _plain_sip_uri(const UCH* d, Py_ssize_t s, Py_ssize_t e, Py_ssize_t* o
     out[1] = -1
     out[2] = -1
     j = i
-    while j < e and _in(d[j], C_USER):
+    while j < e and _in(d[j], C_USER_NP):
         j += 1
     if j < e and d[j] == CH_AT:
         if j == i:
@@ -1821,13 +1826,13 @@ cdef bint _plain_sip_uri(const UCH* d, Py_ssize_t s, Py_ssize_t e, Py_ssize_t* o
             return False
         i += 1
         na = i
-        while i < e and _in(d[i], C_PARAM):
+        while i < e and _in(d[i], C_PARAM_NP):
             i += 1
         if i == na:
             return False
         if i < e and d[i] == CH_EQ:
             i += 1
-            while i < e and _in(d[i], C_PARAM):
+            while i < e and _in(d[i], C_PARAM_NP):
                 i += 1
     return True
 
