@@ -156,6 +156,7 @@ cdef enum:
     C_WS = 1 << 15        # SP HTAB
     C_USER_NP = 1 << 16   # C_USER less "%" (the one-pass checks leave escapes to the full ones)
     C_PARAM_NP = 1 << 17  # C_PARAM less "%"
+    C_PVALUE = 1 << 18    # printable ASCII but SP and C_GPSTOP: a plain unquoted param value
 
 cdef enum:
     CH_HT = 9
@@ -203,6 +204,7 @@ def _build_classes():
         (C_WS, " \t"),
         (C_USER_NP, alnum + "-_.!~*'()&=+$,;?/"),
         (C_PARAM_NP, alnum + "-_.!~*'()[]/:&+$"),
+        (C_PVALUE, "".join(chr(c) for c in range(33, 127) if chr(c) not in ' \t;,"<>')),
     )
     cdef int i
     for i in range(256):
@@ -218,7 +220,9 @@ _build_classes()
 
 
 cdef inline bint _is(UC c, unsigned int mask) noexcept nogil:
-    return c < 128 and (_ct[c] & mask) != 0
+    """c is in the class (all classes are ASCII: _ct is 0 from 128 on, and ``c < 256`` costs
+    nothing for an octet)."""
+    return c < 256 and (_ct[c] & mask) != 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2135,7 +2139,7 @@ cdef Py_ssize_t _plain_params(const UCH* d, Py_ssize_t j, Py_ssize_t n, bint in_
             return j if in_list and d[j] == CH_COMMA else -1
         j += 1
         na = j
-        while j < n and d[j] < 128 and (_ct[d[j]] & C_TOKEN):
+        while j < n and _in(d[j], C_TOKEN):
             j += 1
         if j == na:
             return -1
@@ -2144,7 +2148,7 @@ cdef Py_ssize_t _plain_params(const UCH* d, Py_ssize_t j, Py_ssize_t n, bint in_
             j += 1
             va = j
             # an unquoted value: what _gen_params takes, less non-ASCII and controls
-            while j < n and 32 < d[j] < 127 and not (_ct[d[j]] & C_GPSTOP):
+            while j < n and _in(d[j], C_PVALUE):
                 j += 1
             if j == va:
                 return -1
@@ -2172,7 +2176,7 @@ cdef Py_ssize_t _plain_via(const UCH* d, Py_ssize_t i, Py_ssize_t n,
         return -1
     i += 8
     j = i
-    while j < n and d[j] < 128 and (_ct[d[j]] & C_TOKEN):
+    while j < n and _in(d[j], C_TOKEN):
         j += 1
     if j == i or j >= n or d[j] != CH_SP:
         return -1
