@@ -132,6 +132,8 @@ cdef extern from "structmember.h":
 cdef extern from "Python.h":
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
+    PyTypeObject* Py_TYPE(object o)
+    bint PyType_IsSubtype(PyTypeObject* a, PyTypeObject* b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -752,7 +754,35 @@ cdef extern from *:
         *hi |= acc;
         return i;
     }
+    /* The first ":" of p[i:e] when it is one of p[i:i + 16], else -1 (one 16-octet load when
+       p[i:i + 16] lies before limit). */
+    static CYTHON_INLINE Py_ssize_t __fastsip_colon16(const unsigned char* p, Py_ssize_t i,
+                                                     Py_ssize_t e, Py_ssize_t limit) {
+        Py_ssize_t k, stop;
+        if (i + 16 <= limit) {
+            unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                _mm_loadu_si128((const __m128i*)(p + i)), _mm_set1_epi8(58)));
+            if (!m)
+                return -1;
+            k = i + (Py_ssize_t)__fastsip_ctz(m);
+            return k < e ? k : -1;
+        }
+        stop = e < i + 16 ? e : i + 16;
+        for (k = i; k < stop; k++)
+            if (p[k] == 58)
+                return k;
+        return -1;
+    }
     #else
+    static CYTHON_INLINE Py_ssize_t __fastsip_colon16(const unsigned char* p, Py_ssize_t i,
+                                                     Py_ssize_t e, Py_ssize_t limit) {
+        Py_ssize_t k, stop = e < i + 16 ? e : i + 16;
+        (void)limit;
+        for (k = i; k < stop; k++)
+            if (p[k] == 58)
+                return k;
+        return -1;
+    }
     static CYTHON_INLINE Py_ssize_t __fastsip_crlf_scan(const unsigned char* p, Py_ssize_t i,
                                                        Py_ssize_t n, unsigned* hi) {
         const unsigned char* a = (const unsigned char*)memchr(p + i, 13, (size_t)(n - i));
@@ -768,6 +798,8 @@ cdef extern from *:
     """
     Py_ssize_t _crlf_scan "__fastsip_crlf_scan"(const unsigned char* p, Py_ssize_t i,
                                                 Py_ssize_t n, unsigned* hi) noexcept nogil
+    Py_ssize_t _colon16 "__fastsip_colon16"(const unsigned char* p, Py_ssize_t i, Py_ssize_t e,
+                                            Py_ssize_t limit) noexcept nogil
 
 
 cdef inline Py_ssize_t _line_end(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n,
@@ -1147,13 +1179,24 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t l
         if pos < e and (p[pos] == CH_SP or p[pos] == CH_HT):
             # every continuation line is consumed with the header it continues (_fold)
             raise _err("continuation line before any header", pos)
-        # field-name: token octets
-        j = pos
-        while j < e and (_ct[p[j]] & C_TOKEN):
-            j += 1
-        k = j
-        while k < e and (p[k] == CH_SP or p[k] == CH_HT):
-            k += 1
+        # The usual field: a known name, as written up to its colon (table names are tokens,
+        # so a match is a valid name). Else the name is scanned and checked octet by octet.
+        ent = NULL
+        k = _colon16(p, pos, e, limit)
+        if k > pos:
+            ent = _header_name(p + pos, k - pos, &shared)
+        if ent != NULL:
+            j = k
+        else:
+            j = pos
+            while j < e and (_ct[p[j]] & C_TOKEN):
+                j += 1
+            k = j
+            while k < e and (p[k] == CH_SP or p[k] == CH_HT):
+                k += 1
+            nl = j - pos
+            if 0 < nl < NAME_MAX:
+                ent = _header_name(p + pos, nl, &shared)
         if j == pos or k >= e or p[k] != CH_COLON:
             q = <const unsigned char*>memchr(p + pos, CH_COLON, <size_t>(e - pos))
             if q == NULL:
@@ -1167,7 +1210,6 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t l
         if nh >= max_headers:
             raise _err("too many headers", pos, 513)
         nl = j - pos
-        ent = _header_name(p + pos, nl, &shared) if nl < NAME_MAX else NULL
         if ent != NULL:
             key = <object>ent.key
             name = <object>shared if shared != NULL else _ascii_str(p + pos, nl)
@@ -2635,13 +2677,21 @@ cdef inline int _vput(object msg, int idx, str key, object value) except -1:
     return 0
 
 
+# the classes _mine tests for, without a module-global look-up (the module holds them)
+cdef PyTypeObject* _T_MESSAGE = <PyTypeObject*>Message
+cdef PyTypeObject* _T_REQUEST = <PyTypeObject*>Request
+cdef PyTypeObject* _T_RESPONSE = <PyTypeObject*>Response
+
+
 cdef inline bint _mine(object msg) noexcept:
     """A Message whose value-parser twin is this module, with a dict cache and list headers.
 
     (Every slot the C accessors read is set: an unset one makes the pure code raise.)
     """
     cdef PyObject* x
-    if not _FAST_OK or not PyObject_TypeCheck(msg, <PyTypeObject*>Message):
+    cdef PyTypeObject* t = Py_TYPE(msg)
+    if not _FAST_OK or not (t == _T_REQUEST or t == _T_RESPONSE
+                            or PyType_IsSubtype(t, _T_MESSAGE)):
         return False
     if _slot(msg, _O_P) != <PyObject*>_SELF or _SELF is None:
         return False
