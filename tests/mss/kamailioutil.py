@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sipp import free_udp_port
+
 CONFIG = Path(__file__).resolve().parent / "kamailio" / "registrar.cfg"
 
 
@@ -166,9 +168,7 @@ def run_kamailio(
 ) -> Iterator[Kamailio]:
     """Start a Kamailio registrar on a free loopback UDP port for the ``with`` block."""
     binary = require_kamailio()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_udp_port()
     workdir.mkdir(parents=True, exist_ok=True)
     k = Kamailio(
         binary,

@@ -85,6 +85,7 @@ import contextlib
 import ipaddress
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -172,12 +173,40 @@ def require_sipp() -> str:
     raise RuntimeError("sipp is not installed (apt-get install sip-tester; scripts/test.sh does)")
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 when it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORT_RNG = random.Random()
+
+
 def _free_port(kind: socket.SocketKind, host: str) -> int:
+    """A port that was free a moment ago, picked below the kernel's ephemeral range.
+
+    The caller binds it later. A port from the ephemeral range (what binding port 0 gives)
+    could be handed in between to any socket that binds or connects without a port, in this
+    run or in another process; a port below that range can only be taken by an explicit bind.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = min(_ephemeral_low(), 65536)
+    if low > 12000:
+        for _ in range(64):
+            port = _PORT_RNG.randrange(10000, low)
+            with socket.socket(family, kind) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(family, kind) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        got: int = sock.getsockname()[1]
+        return got
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:

@@ -16,7 +16,6 @@ import email.policy
 import io
 import json
 import math
-import socket
 import struct
 import time
 import wave
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP as SmtpProtocol
 from serverutil import Uac, mss_cli, running
+from sipp import free_tcp_port
 
 from fastsip.message import Request, Response, make_response
 from fastsip.parser import parse_datagram
@@ -119,12 +119,6 @@ async def smtp_server(handler: SmtpHandler, port: int = 0) -> asyncio.Server:
     return await loop.create_server(
         lambda: SmtpProtocol(handler, hostname="smtp.test"), "127.0.0.1", port
     )
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(
