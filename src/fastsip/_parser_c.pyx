@@ -282,10 +282,11 @@ cdef inline bint _lc_equal(const unsigned char* s, const unsigned char* low,
     return True
 
 
-cdef inline Ent* _header_name(const unsigned char* s, Py_ssize_t n,
-                              PyObject** name) noexcept nogil:
+cdef inline Ent* _header_name(const unsigned char* s, Py_ssize_t n, PyObject** name,
+                              bint wide=False) noexcept nogil:
     """The _htab entry of the header name s[:n] (token octets, 0 < n < NAME_MAX), or NULL;
-    name: its shared str when written in its common or all-lower-case spelling, else NULL."""
+    name: its shared str when written in its common or all-lower-case spelling, else NULL.
+    wide: s[0:16] may be read (n <= 16: one 16-octet compare instead of memcmp)."""
     cdef size_t h = _name_hash(n, _lc[s[0]], _lc[s[n - 1]])
     cdef Ent* e
     while True:
@@ -293,7 +294,7 @@ cdef inline Ent* _header_name(const unsigned char* s, Py_ssize_t n,
         if e.n == 0:
             return NULL
         if e.n == n:
-            if memcmp(s, e.canon, n) == 0:
+            if _eq16(s, e.canon, n) if wide and n <= 16 else memcmp(s, e.canon, n) == 0:
                 name[0] = e.canon_obj
                 return e
             if _lc_equal(s, e.low, n):
@@ -773,7 +774,20 @@ cdef extern from *:
                 return k;
         return -1;
     }
+    /* s[:n] == t[:n] for 0 < n <= 16, with one 16-octet compare: both s[0:16] and t[0:16]
+       must be readable (the caller checks s; t is a 32-octet table entry). */
+    static CYTHON_INLINE int __fastsip_eq16(const unsigned char* s, const unsigned char* t,
+                                           Py_ssize_t n) {
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(
+            _mm_loadu_si128((const __m128i*)s), _mm_loadu_si128((const __m128i*)t)));
+        unsigned want = n >= 16 ? 0xFFFFu : ((1u << n) - 1u);
+        return (m & want) == want;
+    }
     #else
+    static CYTHON_INLINE int __fastsip_eq16(const unsigned char* s, const unsigned char* t,
+                                           Py_ssize_t n) {
+        return memcmp(s, t, (size_t)n) == 0;
+    }
     static CYTHON_INLINE Py_ssize_t __fastsip_colon16(const unsigned char* p, Py_ssize_t i,
                                                      Py_ssize_t e, Py_ssize_t limit) {
         Py_ssize_t k, stop = e < i + 16 ? e : i + 16;
@@ -800,6 +814,8 @@ cdef extern from *:
                                                 Py_ssize_t n, unsigned* hi) noexcept nogil
     Py_ssize_t _colon16 "__fastsip_colon16"(const unsigned char* p, Py_ssize_t i, Py_ssize_t e,
                                             Py_ssize_t limit) noexcept nogil
+    bint _eq16 "__fastsip_eq16"(const unsigned char* s, const unsigned char* t,
+                                Py_ssize_t n) noexcept nogil
 
 
 cdef inline Py_ssize_t _line_end(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n,
@@ -1184,7 +1200,7 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t l
         ent = NULL
         k = _colon16(p, pos, e, limit)
         if k > pos:
-            ent = _header_name(p + pos, k - pos, &shared)
+            ent = _header_name(p + pos, k - pos, &shared, pos + 16 <= limit)
         if ent != NULL:
             j = k
         else:
