@@ -2261,6 +2261,17 @@ cdef Py_ssize_t _plain_via(const UCH* d, Py_ssize_t i, Py_ssize_t n,
     return _plain_params(d, j, n, True, b"branch", 6, &out[5])
 
 
+cdef Py_ssize_t _protocol_part(const UCH* d, Py_ssize_t i, Py_ssize_t n,
+                               Py_ssize_t* end) except -1:
+    """A sent-protocol token at i and the "/" after it (LWS around it allowed): end gets the
+    token's end; returns where the next part starts."""
+    end[0] = _token_end(d, i, n, "Via")
+    i = _skip_ws(d, end[0], n)
+    if i >= n or d[i] != CH_SLASH:
+        raise _err("bad sent-protocol in Via")
+    return _skip_ws(d, i + 1, n)
+
+
 cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bint top_only):
     """The Via values of one header value (all checked); with top_only the first one, not
     the list (``Message.via`` reads only the top value: no list to build and drop)."""
@@ -2283,17 +2294,9 @@ cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bin
                            text if (na == 0 and i == n) else _sub(text, na, i),
                            _found_value(text, &pv[5]))
         else:
-            nb = _token_end(d, i, n, "Via")
-            i = _skip_ws(d, nb, n)
-            if i >= n or d[i] != CH_SLASH:
-                raise _err("bad sent-protocol in Via")
-            i = _skip_ws(d, i + 1, n)
+            i = _protocol_part(d, i, n, &nb)
             va = i
-            vb = _token_end(d, i, n, "Via")
-            i = _skip_ws(d, vb, n)
-            if i >= n or d[i] != CH_SLASH:
-                raise _err("bad sent-protocol in Via")
-            i = _skip_ws(d, i + 1, n)
+            i = _protocol_part(d, i, n, &vb)
             ta = i
             tb = _token_end(d, i, n, "Via")
             i = tb
