@@ -21,10 +21,11 @@ What is different is only how the work is done:
   allocated. Rare paths (``%HH`` escapes, quoted-pairs, folded lines, non-ASCII lower-casing)
   call the same Python operations the pure twin uses, which keeps their corner cases (and
   exception types) identical.
-* Results are allocated with the type's allocator and their ``__slots__`` written at their C
-  offsets (checked at import; falls back to ``setattr`` when a class is not a plain slotted
-  class), so building a URI costs a few nanoseconds per field instead of a Python-level
-  ``__init__`` call with keyword arguments.
+* The values (``URI``, ``Via``, ``Address``, ``CSeq``) are the C types of ``_values_c``
+  (cimported: taken from free lists and filled field by field); messages are allocated with the
+  type's allocator and their ``__slots__`` written at their C offsets (checked at import; falls
+  back to ``setattr`` when a class is not a plain slotted class), so building one costs a few
+  nanoseconds per field instead of a Python-level ``__init__`` call with keyword arguments.
 * The hot message accessors (``via``, ``from_``, ``cseq``...), ``bytes(message)`` and
   ``make_response`` have C versions, installed into the shared ``Message`` class at import
   (``message._install_fast_accessors``); they serve the messages this twin parsed and hand any
@@ -36,9 +37,9 @@ What is different is only how the work is done:
   ``message._install_lazy_headers``), so pure code, mss and the serializer see what the pure
   twin builds. Header *syntax* is still checked at parse time, as in the pure twin.
 * ``parse_via`` and the address parsers check the whole value (same errors, same order) but
-  leave ``Via.params``, ``Address.uri`` and ``Address.params`` unset; descriptors installed
-  into those shared classes (``headers._install_lazy_fields``) build them from the value's text
-  on first access, and find ``Via.branch`` / ``Address.tag`` without building the dict.
+  leave ``Via.params``, ``Address.uri`` and ``Address.params`` to be built from the value's
+  text on first access (``_values_c`` calls this module's ``_lazy_value``), and note
+  ``Via.branch`` / ``Address.tag`` while checking, so reading them builds no dict.
 
 Invariants: every index is checked against its buffer's length before it is read; all work is
 bounded by the input length and the :class:`~fastsip.limits.Limits`.
@@ -50,20 +51,21 @@ from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 cimport cython
+from fastsip._values_c cimport (URI, Via, Address, CSeq, set_builder, LZ_PARAMS, LZ_URI,
+                                LZ_HEADERS, F_VIA_PARAMS, F_ADDR_URI, F_ADDR_PARAMS)
 
 import sys as _sys
 import inspect as _inspect
 import types as _types
 
 from .errors import ParseError
-from .headers import COMPACT_FORMS, Address, Auth, CSeq, Via, _install_lazy_fields, header_key
+from .headers import COMPACT_FORMS, Auth, header_key
 from .limits import DEFAULT_LIMITS, Limits
 from .message import Kind, Message, Request, Response, _install_fast_accessors
 from .message import _install_lazy_headers
 from .message import REASON_PHRASES as _REASON_PHRASES, _RESPONSE_COPY, _check_value
 from .message import _DATE_RE, _uint as _py_uint
 from .headers import SINGLE_VALUE_HEADERS, display_name
-from .uri import URI
 
 __all__ = (
     "StreamParser",
@@ -505,67 +507,63 @@ cdef enum:
 _MSG_SLOTS = ("_cache", "_headers", "_limits", "_p", "_raw", "body", "version")
 cdef _Shape _REQ = _Shape(Request, _MSG_SLOTS + ("method", "uri_text"))
 cdef _Shape _RESP = _Shape(Response, _MSG_SLOTS + ("status", "reason"))
-cdef _Shape _URI = _Shape(
-    URI, ("scheme", "user", "password", "host", "port", "params", "headers", "opaque", "_text")
-)
-cdef _Shape _VIA = _Shape(Via, ("protocol", "transport", "host", "port", "params", "_src",
-                               "_found"))
-cdef _Shape _ADDR = _Shape(Address, ("uri", "display", "params", "_src", "_found"))
-cdef _Shape _CSEQ = _Shape(CSeq, ("seq", "method"))
 cdef _Shape _AUTH = _Shape(Auth, ("scheme", "params", "quoted"))
 
 
 cdef object _new_uri(object scheme, object user, object password, object host, object port,
                      object params, object headers, object opaque, object text):
-    """A URI; ``params`` / ``headers`` None is an empty dict, left unset when _DictSlot is
-    installed (made on first access: most URIs have neither, and nobody reads them)."""
-    cdef object o = _URI.new()
-    _URI.put(o, 0, scheme)
-    _URI.put(o, 1, user)
-    _URI.put(o, 2, password)
-    _URI.put(o, 3, host)
-    _URI.put(o, 4, port)
-    if params is not None or not _LAZY_URI:
-        _URI.put(o, 5, {} if params is None else params)
-    if headers is not None or not _LAZY_URI:
-        _URI.put(o, 6, {} if headers is None else headers)
-    _URI.put(o, 7, opaque)
-    _URI.put(o, 8, text)
+    """A URI; ``params`` / ``headers`` None is an empty dict made on first access (most URIs
+    have neither, and nobody reads them)."""
+    cdef URI o = URI.__new__(URI)
+    o.scheme = scheme
+    o.user = user
+    o.password = password
+    o.host = host
+    o.port = port
+    if params is None:
+        o.lazy = LZ_PARAMS
+    else:
+        o._params = params
+    if headers is None:
+        o.lazy |= LZ_HEADERS
+    else:
+        o._headers = headers
+    o.opaque = opaque
+    o._text = text
     return o
 
 
 cdef object _new_via(object protocol, object transport, object host, object port, object params,
                      object src, object found=None):
-    """A Via; ``params`` None leaves the slot unset, to be built from ``src`` (_LazyField);
-    ``found`` is its branch (None when absent), read while ``params`` is unset."""
-    cdef object o = _VIA.new()
-    _VIA.put(o, 0, protocol)
-    _VIA.put(o, 1, transport)
-    _VIA.put(o, 2, host)
-    _VIA.put(o, 3, port)
-    if params is not None or not _LAZY_OK:
-        _VIA.put(o, 4, params if params is not None else _via_params_of(src))
+    """A Via; ``params`` None leaves it to be built from ``src`` on first access; ``found`` is
+    its branch (None when absent), read while ``params`` is not built."""
+    cdef Via o = Via.__new__(Via)
+    o.protocol = protocol
+    o.transport = transport
+    o.host = host
+    o.port = port
+    if params is not None:
+        o._params = params
     else:
-        _VIA.put(o, 5, src)
-        _VIA.put(o, 6, found)
+        o._src = src
+        o._found = found
+        o.lazy = LZ_PARAMS
     return o
 
 
 cdef object _new_address(object uri, object display, object params, object src,
                          object found=None):
-    """An Address; ``uri`` None leaves uri and params unset, built from ``src`` (_LazyField);
-    ``found`` is its tag (None when absent), read while ``params`` is unset."""
-    cdef object o = _ADDR.new()
-    if uri is None and not _LAZY_OK:
-        uri = _addr_field(src, F_ADDR_URI)
-        params = _addr_field(src, F_ADDR_PARAMS)
+    """An Address; ``uri`` None leaves uri and params to be built from ``src`` on first
+    access; ``found`` is its tag (None when absent), read while ``params`` is not built."""
+    cdef Address o = Address.__new__(Address)
     if uri is not None:
-        _ADDR.put(o, 0, uri)
-        _ADDR.put(o, 2, params)
+        o._uri = uri
+        o._params = params
     else:
-        _ADDR.put(o, 3, src)
-        _ADDR.put(o, 4, found)
-    _ADDR.put(o, 1, display)
+        o._src = src
+        o._found = found
+        o.lazy = LZ_URI | LZ_PARAMS
+    o.display = display
     return o
 
 
@@ -577,8 +575,6 @@ cdef object _new_auth(object scheme, object params, object quoted):
     return o
 
 
-cdef bint _LAZY_OK = False   # Via/Address fields may be left unset (set by _install_lazy)
-cdef bint _LAZY_URI = False   # URI params / headers may be left unset (_DictSlot installed)
 cdef bint _LAZY_HEADERS = False   # messages may hold a _Head in _headers (_HeadersSlot installed)
 cdef object _SELF = None   # this module: messages' ``_p`` (value parsers used lazily)
 cdef object _K_GARBAGE = Kind.GARBAGE
@@ -2505,9 +2501,9 @@ cdef object _parse_cseq(str text, const UCH* d, Py_ssize_t n):
     m = _token_end(d, k, n, "CSeq")
     if _skip_ws(d, m, n) != n:
         raise _err("bad CSeq")
-    cdef object o = _CSEQ.new()
-    _CSEQ.put(o, 0, PyLong_FromUnsignedLongLong(seq))
-    _CSEQ.put(o, 1, _ascii_exact(text, d, k, m, False))
+    cdef CSeq o = CSeq.__new__(CSeq)
+    o.seq = PyLong_FromUnsignedLongLong(seq)
+    o.method = _ascii_exact(text, d, k, m, False)
     return o
 
 
@@ -3339,22 +3335,14 @@ def _fast_response(request, status, reason, to_tag, headers, body, content_type)
 
 
 # --------------------------------------------------------------------------------------------
-# lazy Via / Address fields (installed into fastsip.headers.Via / Address)
+# lazy Via / Address fields (built for _values_c's Via / Address)
 # --------------------------------------------------------------------------------------------
 # The value parsers above check a whole Via or address when they parse it (so exactly the
 # values the pure twin rejects fail, at the same point) but leave ``Via.params``,
-# ``Address.uri`` and ``Address.params`` unset, keeping the value's text in ``_src``. The
-# descriptors below replace those slots in the shared classes: they return the slot when it is
-# set (any value built another way, or already read) and otherwise build it from ``_src`` with
-# the same code, once. ``Via.branch`` and ``Address.tag`` scan the parameter text instead of
-# building the dict. Why: a registrar or proxy reads the branch, the tags and one URI, and the
+# ``Address.uri`` and ``Address.params`` unbuilt, keeping the value's text in ``_src``; the
+# value builds them from it with the functions below, once, on first access. ``Via.branch``
+# and ``Address.tag`` were noted while checking (``_found``). Why: a registrar or proxy reads the branch, the tags and one URI, and the
 # dicts, URIs and strings nobody reads were most of the cost of reading a message.
-cdef enum:
-    F_VIA_PARAMS = 1
-    F_VIA_BRANCH = 2
-    F_ADDR_URI = 3
-    F_ADDR_PARAMS = 4
-    F_ADDR_TAG = 5
 
 
 cdef Py_ssize_t _via_params_start(const UCH* d, Py_ssize_t n) noexcept nogil:
@@ -3404,63 +3392,21 @@ cdef Py_ssize_t _addr_parts(const UCH* d, Py_ssize_t n, Py_ssize_t* ua,
     return j + 1
 
 
-cdef object _find_param(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n, const char* key,
-                        Py_ssize_t klen):
-    """``params.get(key)`` for checked generic-params text[i:n], without building the dict."""
-    cdef Py_ssize_t na, nb, j, va, k
-    cdef UC c
-    while True:
-        i = _skip_ws(d, i, n)
-        if i >= n or d[i] != CH_SEMI:
-            return None
-        i = _skip_ws(d, i + 1, n)
-        na = i
-        nb = _span(d, i, n, C_TOKEN)
-        i = _skip_ws(d, nb, n)
-        va = -1
-        if i < n and d[i] == CH_EQ:
-            i = _skip_ws(d, i + 1, n)
-            va = i
-            if i < n and d[i] == CH_DQUOTE:
-                j = _quoted_end(d, i, n, "params")
-            else:
-                j = i
-                while j < n and not _is(d[j], C_GPSTOP):
-                    j += 1
-            i = j
-        if nb - na == klen:
-            for k in range(klen):
-                c = d[na + k]
-                if 65 <= c <= 90:
-                    c += 32
-                if c != <UC>(<unsigned char>key[k]):
-                    break
-            else:
-                return _sub(text, va, i) if va >= 0 else None   # the first one wins
-
-
 cdef object _lazy_in(str text, const UCH* d, Py_ssize_t n, int field):
     cdef Py_ssize_t ps, ua = 0, ub = 0
-    cdef dict params
-    if field == F_VIA_PARAMS or field == F_VIA_BRANCH:
-        ps = _via_params_start(d, n)
-        if field == F_VIA_BRANCH:
-            return _find_param(text, d, ps, n, b"branch", 6)
-        params = {}
-        _gen_params(text, d, ps, n, params, "Via", True)
+    cdef dict params = {}
+    if field == F_VIA_PARAMS:
+        _gen_params(text, d, _via_params_start(d, n), n, params, "Via", True)
         return params
     ps = _addr_parts(d, n, &ua, &ub)
-    if field == F_ADDR_TAG:
-        return _find_param(text, d, ps, n, b"tag", 3)
     if field == F_ADDR_URI:
         return _parse_uri(text, d, ua, ub, _sub(text, ua, ub))
-    params = {}
     _gen_params(text, d, ps, n, params, "address", True)
     return params
 
 
 cdef object _lazy_value(object src, int field):
-    """Build (or for branch / tag, find) a lazy field from the checked text ``src``."""
+    """Build a lazy field (``_values_c``'s builder) from the checked text ``src``."""
     cdef str t = src
     cdef int kind = _kind(t)
     cdef const void* data = PyUnicode_DATA(t)
@@ -3472,192 +3418,7 @@ cdef object _lazy_value(object src, int field):
     return _lazy_in(t, <const uint32_t*>data, n, field)
 
 
-cdef object _via_params_of(object src):
-    return _lazy_value(src, F_VIA_PARAMS)
-
-
-cdef object _addr_field(object src, int field):
-    return _lazy_value(src, field)
-
-
-cdef class _LazyField:
-    """A slot of Via / Address built on first access, or ``branch`` / ``tag`` read in C.
-
-    ``params``, ``uri``: the slot's value; when unset and ``_src`` holds the checked text, the
-    value built from it (stored, so later reads return the same object). ``branch``, ``tag``:
-    ``params.get(name)``, found in ``_src`` while ``params`` is not built.
-    """
-
-    cdef int field
-    cdef Py_ssize_t off        # the slot read and written (params or uri)
-    cdef Py_ssize_t src_off    # the _src slot
-    cdef Py_ssize_t found_off  # the _found slot (branch / tag found when the value was checked)
-    cdef object cls
-    cdef str name
-    cdef str key               # branch / tag: the parameter looked up
-
-    def __init__(self, cls, int field, str name, Py_ssize_t off, Py_ssize_t src_off,
-                 Py_ssize_t found_off=0):
-        self.cls = cls
-        self.field = field
-        self.name = name
-        self.off = off
-        self.src_off = src_off
-        self.found_off = found_off
-        self.key = "branch" if field == F_VIA_BRANCH else "tag"
-
-    cdef inline bint _readonly(self):
-        return self.field == F_VIA_BRANCH or self.field == F_ADDR_TAG
-
-    def __get__(self, obj, objtype):
-        if obj is None:
-            return self
-        if not PyObject_TypeCheck(obj, <PyTypeObject*>self.cls):
-            raise TypeError(f"descriptor {self.name!r} for {self.cls.__name__!r} objects "
-                            f"doesn't apply to a {type(obj).__name__!r} object")
-        cdef PyObject* x = _slot(obj, self.off)
-        cdef PyObject* src
-        cdef PyObject* r
-        if x != NULL:
-            if not self._readonly():
-                return <object>x
-            if PyDict_CheckExact(<object>x):
-                r = PyDict_GetItem(<object>x, self.key)
-                return None if r == NULL else <object>r
-            return (<object>x).get(self.key)
-        if self.found_off:
-            r = _slot(obj, self.found_off)
-            if r != NULL and (r == <PyObject*>None or PyUnicode_CheckExact(<object>r)):
-                return <object>r
-        src = _slot(obj, self.src_off)
-        if src == NULL or not PyUnicode_CheckExact(<object>src):
-            raise AttributeError(f"'{type(obj).__name__}' object has no attribute "
-                                 f"'{'params' if self._readonly() else self.name}'")
-        if self._readonly():
-            return _lazy_value(<object>src, self.field)
-        value = _lazy_value(<object>src, self.field)
-        self._store(obj, value)
-        return value
-
-    cdef int _store(self, object obj, object value) except -1:
-        cdef PyObject** addr = <PyObject**>((<char*><PyObject*>obj) + self.off)
-        cdef PyObject* old = addr[0]
-        Py_INCREF(value)
-        addr[0] = <PyObject*>value
-        Py_XDECREF(old)
-        return 0
-
-    def __set__(self, obj, value):
-        if self._readonly():
-            raise AttributeError(f"property {self.name!r} of {type(obj).__name__!r} object "
-                                 "has no setter")
-        if not PyObject_TypeCheck(obj, <PyTypeObject*>self.cls):
-            raise TypeError(f"descriptor {self.name!r} for {self.cls.__name__!r} objects "
-                            f"doesn't apply to a {type(obj).__name__!r} object")
-        self._store(obj, value)
-
-    def __delete__(self, obj):
-        cdef PyObject** addr
-        cdef PyObject* old
-        if self._readonly():
-            raise AttributeError(f"property {self.name!r} of {type(obj).__name__!r} object "
-                                 "has no deleter")
-        if not PyObject_TypeCheck(obj, <PyTypeObject*>self.cls):
-            raise TypeError(f"descriptor {self.name!r} for {self.cls.__name__!r} objects "
-                            f"doesn't apply to a {type(obj).__name__!r} object")
-        addr = <PyObject**>((<char*><PyObject*>obj) + self.off)
-        old = addr[0]
-        if old == NULL:
-            raise AttributeError(self.name)
-        addr[0] = NULL
-        Py_XDECREF(old)
-
-
-cdef class _DictSlot:
-    """``URI.params`` / ``URI.headers``: the slot, or a new empty dict stored in it when unset.
-
-    Replaces the slot's member descriptor; a URI built any other way sets the slot and reads
-    it as before. Why: two empty dicts per parsed URI were a fifth of the cost of reading one.
-    """
-
-    cdef Py_ssize_t off
-    cdef object cls
-    cdef str name
-
-    def __init__(self, cls, str name, Py_ssize_t off):
-        self.cls = cls
-        self.name = name
-        self.off = off
-
-    def __get__(self, obj, objtype):
-        if obj is None:
-            return self
-        if not PyObject_TypeCheck(obj, <PyTypeObject*>self.cls):
-            raise TypeError(f"descriptor {self.name!r} for {self.cls.__name__!r} objects "
-                            f"doesn't apply to a {type(obj).__name__!r} object")
-        cdef PyObject** addr = <PyObject**>((<char*><PyObject*>obj) + self.off)
-        if addr[0] == NULL:
-            value = {}
-            Py_INCREF(value)
-            addr[0] = <PyObject*>value
-        return <object>addr[0]
-
-    def __set__(self, obj, value):
-        if not PyObject_TypeCheck(obj, <PyTypeObject*>self.cls):
-            raise TypeError(f"descriptor {self.name!r} for {self.cls.__name__!r} objects "
-                            f"doesn't apply to a {type(obj).__name__!r} object")
-        cdef PyObject** addr = <PyObject**>((<char*><PyObject*>obj) + self.off)
-        cdef PyObject* old = addr[0]
-        Py_INCREF(value)
-        addr[0] = <PyObject*>value
-        Py_XDECREF(old)
-
-    def __delete__(self, obj):
-        if not PyObject_TypeCheck(obj, <PyTypeObject*>self.cls):
-            raise TypeError(f"descriptor {self.name!r} for {self.cls.__name__!r} objects "
-                            f"doesn't apply to a {type(obj).__name__!r} object")
-        cdef PyObject** addr = <PyObject**>((<char*><PyObject*>obj) + self.off)
-        cdef PyObject* old = addr[0]
-        if old == NULL:
-            raise AttributeError(self.name)
-        addr[0] = NULL
-        Py_XDECREF(old)
-
-
-cdef Py_ssize_t _O_URI_PARAMS = _slot_offset(URI, "params")
-cdef Py_ssize_t _O_URI_HEADERS = _slot_offset(URI, "headers")
-if _URI.plain and _O_URI_PARAMS and _O_URI_HEADERS:
-    _install_lazy_fields(URI, {
-        "params": _DictSlot(URI, "params", _O_URI_PARAMS),
-        "headers": _DictSlot(URI, "headers", _O_URI_HEADERS),
-    })
-    _LAZY_URI = True
-
-
-cdef Py_ssize_t _O_VIA_PARAMS = _slot_offset(Via, "params")
-cdef Py_ssize_t _O_VIA_SRC = _slot_offset(Via, "_src")
-cdef Py_ssize_t _O_ADDR_URI = _slot_offset(Address, "uri")
-cdef Py_ssize_t _O_ADDR_PARAMS = _slot_offset(Address, "params")
-cdef Py_ssize_t _O_ADDR_SRC = _slot_offset(Address, "_src")
-cdef Py_ssize_t _O_VIA_FOUND = _slot_offset(Via, "_found")
-cdef Py_ssize_t _O_ADDR_FOUND = _slot_offset(Address, "_found")
-
-if (
-    _VIA.plain and _ADDR.plain and _O_VIA_PARAMS and _O_VIA_SRC and _O_ADDR_URI
-    and _O_ADDR_PARAMS and _O_ADDR_SRC and _O_VIA_FOUND and _O_ADDR_FOUND
-):
-    _install_lazy_fields(Via, {
-        "params": _LazyField(Via, F_VIA_PARAMS, "params", _O_VIA_PARAMS, _O_VIA_SRC),
-        "branch": _LazyField(Via, F_VIA_BRANCH, "branch", _O_VIA_PARAMS, _O_VIA_SRC,
-                             _O_VIA_FOUND),
-    })
-    _install_lazy_fields(Address, {
-        "uri": _LazyField(Address, F_ADDR_URI, "uri", _O_ADDR_URI, _O_ADDR_SRC),
-        "params": _LazyField(Address, F_ADDR_PARAMS, "params", _O_ADDR_PARAMS, _O_ADDR_SRC),
-        "tag": _LazyField(Address, F_ADDR_TAG, "tag", _O_ADDR_PARAMS, _O_ADDR_SRC,
-                          _O_ADDR_FOUND),
-    })
-    _LAZY_OK = True
+set_builder(_lazy_value)
 
 
 cdef dict _VKEYS = {_sys.intern(k): i for i, k in enumerate(sorted(SINGLE_VALUE_HEADERS))}

@@ -1341,12 +1341,18 @@ def test_lazy_values_behave_like_plain_ones() -> None:
             fresh.branch = "x"  # type: ignore[misc]
         with pytest.raises(AttributeError):
             fresh_a.tag = "x"  # type: ignore[misc]
-        with pytest.raises(AttributeError):
-            Via.__new__(Via).params
-        with pytest.raises(AttributeError):
-            Via.__new__(Via).branch
-        with pytest.raises(AttributeError):
-            Address.__new__(Address).uri
+        # a value made without __init__ never crashes: an unset slot raises AttributeError
+        # (pure classes), an uninitialised C field reads None (C classes)
+        for probe in (
+            lambda: Via.__new__(Via).params,
+            lambda: Via.__new__(Via).branch,
+            lambda: Address.__new__(Address).uri,
+            lambda: Address.__new__(Address).tag,
+        ):
+            try:
+                assert probe() is None
+            except AttributeError:
+                pass
         assert Via("UDP", "h", params={"branch": "b"}).branch == "b"
         assert Address(URI("sip", host="h"), params={"tag": "t"}).tag == "t"
 

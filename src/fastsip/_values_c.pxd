@@ -1,0 +1,41 @@
+# The value classes of the Cython twin, shared with _parser_c (which fills their fields directly).
+# The specification is _values_py.py.
+
+cdef enum:
+    # ``lazy`` bits: the field is not built yet (``_src`` holds the checked text it comes from,
+    # or, for a URI's params / headers, it is an empty dict made on first access).
+    LZ_PARAMS = 1
+    LZ_URI = 2
+    LZ_HEADERS = 4
+
+cdef enum:
+    # what the builder registered by the parser makes from ``_src``
+    F_VIA_PARAMS = 1
+    F_ADDR_URI = 3
+    F_ADDR_PARAMS = 4
+
+ctypedef object (*lazy_fn)(object src, int field)
+
+cdef int set_builder(lazy_fn fn) except -1
+
+
+cdef class URI:
+    cdef public object scheme, user, password, host, port, opaque, _text
+    cdef object _params, _headers
+    cdef unsigned char lazy
+
+
+cdef class Via:
+    cdef public object protocol, transport, host, port
+    cdef object _params, _src, _found   # _found: the branch, while params is lazy
+    cdef unsigned char lazy
+
+
+cdef class Address:
+    cdef public object display
+    cdef object _uri, _params, _src, _found   # _found: the tag, while params is lazy
+    cdef unsigned char lazy
+
+
+cdef class CSeq:
+    cdef public object seq, method

@@ -1,0 +1,480 @@
+# cython: language_level=3
+"""The value classes of parsed headers and URIs: the Cython twin of ``_values_py``.
+
+Same classes, same behaviour (``_values_py.py`` is the specification; the tests run against
+both and compare them on random values). What the C types add is speed for the parser: they
+are allocated from free lists and freed without the generic slot walk, their hot fields are
+C members, and a value the C parser built may keep the checked text it came from (``_src``)
+and build ``params`` / ``uri`` from it on first access, through the builder the parser
+registers (``set_builder``): most messages never read a Contact's params or a To URI's
+parameters. While ``params`` is not built, ``branch`` (Via) and ``tag`` (Address) come from
+``_found``, which the parser filled while checking the text. A URI's empty ``params`` and
+``headers`` dicts are made on first access.
+"""
+
+cimport cython
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
+
+from fastsip._values_py import _rebuild, _render_params, escape_user, quote
+from fastsip._values_py import _escape, _PARAM_SAFE, _PASSWORD_SAFE, _HEADER_SAFE
+
+__all__ = ("URI", "Address", "CSeq", "Via", "escape_user", "quote")
+
+cdef lazy_fn _builder = NULL
+
+
+cdef int set_builder(lazy_fn fn) except -1:
+    global _builder
+    _builder = fn
+    return 0
+
+
+cdef inline object _build(object src, int field):
+    if _builder is NULL:   # pragma: no cover - only the parser makes lazy values
+        raise SystemError("fastsip._values_c: lazy value without a builder")
+    return _builder(src, field)
+
+
+cdef inline object _get(object d, str key):
+    """d.get(key) for the params dicts (a dict subclass or any mapping goes through .get)."""
+    cdef PyObject* r
+    if type(d) is dict:
+        r = PyDict_GetItem(d, key)
+        return None if r is NULL else <object>r
+    return d.get(key)
+
+
+# ---------------------------------------------------------------------------------------------
+@cython.freelist(32)
+cdef class URI:
+    """A parsed URI. Treat as immutable; use :meth:`replace` to derive a changed copy."""
+
+    def __init__(self, scheme, user=None, host=None, port=None, params=None, headers=None, *,
+                 password=None, opaque=None, text=None):
+        self.scheme = scheme.lower()
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self._params = {} if params is None else params
+        self._headers = {} if headers is None else headers
+        self.opaque = opaque
+        self._text = text
+        self.lazy = 0
+
+    @property
+    def params(self):
+        if self.lazy & LZ_PARAMS:
+            self._params = {}
+            self.lazy &= ~LZ_PARAMS
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        self._params = value
+        self.lazy &= ~LZ_PARAMS
+
+    @property
+    def headers(self):
+        if self.lazy & LZ_HEADERS:
+            self._headers = {}
+            self.lazy &= ~LZ_HEADERS
+        return self._headers
+
+    @headers.setter
+    def headers(self, value):
+        self._headers = value
+        self.lazy &= ~LZ_HEADERS
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def host_address(self):
+        """The host without IPv6 brackets, e.g. for socket addresses."""
+        h = self.host
+        if h is not None and h.startswith("[") and h.endswith("]"):
+            return h[1:-1]
+        return h
+
+    @property
+    def transport(self):
+        """The ``transport`` uri-parameter, lower case, or None."""
+        if self.lazy & LZ_PARAMS:
+            return None
+        t = _get(self._params, "transport")
+        return t.lower() if t else None
+
+    @property
+    def lr(self):
+        """True when the loose-routing parameter is present (RFC 3261 §19.1.1)."""
+        if self.lazy & LZ_PARAMS:
+            return False
+        return "lr" in self._params
+
+    @property
+    def is_sip(self):
+        return self.scheme in ("sip", "sips")
+
+    @property
+    def aor(self):
+        """The address of record key ``scheme:user@host`` (host lower case, no port/params)."""
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        host = (self.host or "").lower()
+        if self.user is None:
+            return f"{self.scheme}:{host}"
+        if self.host is None:
+            return f"{self.scheme}:{self.user}"
+        return f"{self.scheme}:{escape_user(self.user)}@{host}"
+
+    # -- copying and text -----------------------------------------------------------------
+    def replace(self, **changes):
+        """Return a copy with the given fields changed; it serializes from its fields."""
+        fields = {
+            "scheme": self.scheme,
+            "user": self.user,
+            "host": self.host,
+            "port": self.port,
+            "params": dict(self.params),
+            "headers": dict(self.headers),
+            "password": self.password,
+            "opaque": self.opaque,
+        }
+        for key, value in changes.items():
+            if key not in fields:
+                raise TypeError(f"URI has no field {key!r}")
+            fields[key] = value
+        return URI(**fields)
+
+    def __reduce__(self):
+        args = (self.scheme, self.user, self.host, self.port, self.params, self.headers)
+        kwargs = {"password": self.password, "opaque": self.opaque, "text": self._text}
+        return (_rebuild, ("URI", args, kwargs))
+
+    def _render(self):
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        parts = [self.scheme, ":"]
+        if self.scheme == "tel":
+            parts.append(_escape(self.user or "", _PARAM_SAFE))
+        else:
+            if self.user is not None:
+                parts.append(escape_user(self.user))
+                if self.password is not None:
+                    parts.append(":" + _escape(self.password, _PASSWORD_SAFE))
+                parts.append("@")
+            parts.append(self.host or "")
+            if self.port is not None:
+                parts.append(f":{self.port}")
+        for name, value in self.params.items():
+            parts.append(";" + _escape(name, _PARAM_SAFE))
+            if value is not None:
+                parts.append("=" + _escape(value, _PARAM_SAFE))
+        if self.headers:
+            parts.append(
+                "?"
+                + "&".join(
+                    f"{_escape(k, _HEADER_SAFE)}={_escape(v, _HEADER_SAFE)}"
+                    for k, v in self.headers.items()
+                )
+            )
+        return "".join(parts)
+
+    def __str__(self):
+        text = self._text
+        if text is None:
+            text = self._render()
+            self._text = text
+        return text
+
+    def __repr__(self):
+        return f"URI({str(self)!r})"
+
+    def _key(self):
+        return (
+            self.scheme,
+            self.user,
+            self.password,
+            self.host.lower() if self.host else self.host,
+            self.port,
+            tuple(self.params.items()),
+            tuple(self.headers.items()),
+            self.opaque,
+        )
+
+    def __eq__(self, other):
+        if not isinstance(other, URI):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other):
+        if not isinstance(other, URI):
+            return NotImplemented
+        return self._key() != other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+
+# ---------------------------------------------------------------------------------------------
+@cython.freelist(32)
+cdef class Via:
+    """One Via value (RFC 3261 §20.42): ``SIP/2.0/UDP host:port;branch=...``."""
+
+    def __init__(self, transport, host, port=None, params=None, *, protocol="SIP/2.0"):
+        self.protocol = protocol
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self._params = {} if params is None else params
+        self.lazy = 0
+
+    @property
+    def params(self):
+        if self.lazy & LZ_PARAMS:
+            self._params = _build(self._src, F_VIA_PARAMS)
+            self.lazy &= ~LZ_PARAMS
+            self._src = None
+            self._found = None
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        self._params = value
+        self.lazy &= ~LZ_PARAMS
+        self._src = None
+        self._found = None
+
+    @property
+    def branch(self):
+        if self.lazy & LZ_PARAMS:
+            return self._found
+        return _get(self._params, "branch")
+
+    @property
+    def received(self):
+        return _get(self.params, "received")
+
+    @property
+    def maddr(self):
+        return _get(self.params, "maddr")
+
+    @property
+    def ttl(self):
+        t = _get(self.params, "ttl")
+        return int(t) if t is not None and t.isdigit() else None
+
+    @property
+    def has_rport(self):
+        """True when the rport parameter is present, with or without a value (RFC 3581)."""
+        return "rport" in self.params
+
+    @property
+    def rport(self):
+        """The rport value as an int (filled in by a server), None when absent or empty."""
+        r = _get(self.params, "rport")
+        return int(r) if r is not None and r.isdigit() else None
+
+    @property
+    def sent_by(self):
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    @property
+    def host_address(self):
+        h = self.host
+        return h[1:-1] if h.startswith("[") and h.endswith("]") else h
+
+    @property
+    def has_magic_cookie(self):
+        """True for RFC 3261 branches (``z9hG4bK`` prefix, §8.1.1.7)."""
+        b = self.branch
+        return b is not None and b.startswith("z9hG4bK")
+
+    def replace(self, **changes):
+        fields = {
+            "transport": self.transport,
+            "host": self.host,
+            "port": self.port,
+            "params": dict(self.params),
+            "protocol": self.protocol,
+        }
+        for key, value in changes.items():
+            if key not in fields:
+                raise TypeError(f"Via has no field {key!r}")
+            fields[key] = value
+        return Via(**fields)
+
+    def __reduce__(self):
+        args = (self.transport, self.host, self.port, self.params)
+        return (_rebuild, ("Via", args, {"protocol": self.protocol}))
+
+    def __str__(self):
+        return f"{self.protocol}/{self.transport} {self.sent_by}{_render_params(self.params)}"
+
+    def __repr__(self):
+        return f"Via({str(self)!r})"
+
+    def _key(self):
+        return (self.protocol, self.transport, self.host, self.port, tuple(self.params.items()))
+
+    def __eq__(self, other):
+        if not isinstance(other, Via):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other):
+        if not isinstance(other, Via):
+            return NotImplemented
+        return self._key() != other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+
+# ---------------------------------------------------------------------------------------------
+cdef inline void _addr_built(Address a) noexcept:
+    """Drop the source text once nothing is left to build from it."""
+    if not (a.lazy & (LZ_URI | LZ_PARAMS)):
+        a._src = None
+        a._found = None
+
+
+@cython.freelist(64)
+cdef class Address:
+    """A name-addr or addr-spec with header params (From, To, Contact, Route...)."""
+
+    def __init__(self, uri, display=None, params=None):
+        self._uri = uri
+        self.display = display
+        self._params = {} if params is None else params
+        self.lazy = 0
+
+    @property
+    def uri(self):
+        if self.lazy & LZ_URI:
+            self._uri = _build(self._src, F_ADDR_URI)
+            self.lazy &= ~LZ_URI
+            _addr_built(self)
+        return self._uri
+
+    @uri.setter
+    def uri(self, value):
+        self._uri = value
+        self.lazy &= ~LZ_URI
+        _addr_built(self)
+
+    @property
+    def params(self):
+        if self.lazy & LZ_PARAMS:
+            self._params = _build(self._src, F_ADDR_PARAMS)
+            self.lazy &= ~LZ_PARAMS
+            _addr_built(self)
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        self._params = value
+        self.lazy &= ~LZ_PARAMS
+        _addr_built(self)
+
+    @property
+    def tag(self):
+        if self.lazy & LZ_PARAMS:
+            return self._found
+        return _get(self._params, "tag")
+
+    @property
+    def expires(self):
+        """Contact ``expires`` param as int (None when absent or not a number)."""
+        e = _get(self.params, "expires")
+        return int(e) if e is not None and e.isdigit() else None
+
+    @property
+    def q(self):
+        """Contact ``q`` param (RFC 3261 §20.10), None when absent or malformed."""
+        q = _get(self.params, "q")
+        if q is None:
+            return None
+        try:
+            value = float(q)
+        except ValueError:
+            return None
+        return value if 0.0 <= value <= 1.0 else None
+
+    def replace(self, **changes):
+        fields = {
+            "uri": self.uri,
+            "display": self.display,
+            "params": dict(self.params),
+        }
+        for key, value in changes.items():
+            if key not in fields:
+                raise TypeError(f"Address has no field {key!r}")
+            fields[key] = value
+        return Address(**fields)
+
+    def with_tag(self, tag):
+        params = dict(self.params)
+        params["tag"] = tag
+        return Address(self.uri, self.display, params)
+
+    def __reduce__(self):
+        return (_rebuild, ("Address", (self.uri, self.display, self.params), {}))
+
+    def __str__(self):
+        if self.display is not None:
+            head = f"{quote(self.display)} <{self.uri}>"
+        else:
+            head = f"<{self.uri}>"
+        return head + _render_params(self.params)
+
+    def __repr__(self):
+        return f"Address({str(self)!r})"
+
+    def _key(self):
+        return (self.display, self.uri, tuple(self.params.items()))
+
+    def __eq__(self, other):
+        if not isinstance(other, Address):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other):
+        if not isinstance(other, Address):
+            return NotImplemented
+        return self._key() != other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+
+# ---------------------------------------------------------------------------------------------
+@cython.freelist(32)
+cdef class CSeq:
+    """CSeq (RFC 3261 §20.16): sequence number (0..2**32-1) and method."""
+
+    def __init__(self, seq, method):
+        self.seq = seq
+        self.method = method
+
+    def __reduce__(self):
+        return (_rebuild, ("CSeq", (self.seq, self.method), {}))
+
+    def __str__(self):
+        return f"{self.seq} {self.method}"
+
+    def __repr__(self):
+        return f"CSeq({self.seq}, {self.method!r})"
+
+    def __eq__(self, other):
+        if not isinstance(other, CSeq):
+            return NotImplemented
+        return (self.seq, self.method) == (other.seq, other.method)
+
+    def __ne__(self, other):
+        if not isinstance(other, CSeq):
+            return NotImplemented
+        return (self.seq, self.method) != (other.seq, other.method)
+
+    def __hash__(self):
+        return hash((self.seq, self.method))
