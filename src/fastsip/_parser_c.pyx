@@ -2922,6 +2922,182 @@ cdef int _all(object hs, str key, list out) except -2:
     return 0
 
 
+# --- values parsed straight from the message's octets ----------------------------------------
+# When the header section is ASCII and a value's str was never built, the usual (plain) Via and
+# address shapes are checked and built from the octets: no value str is made, and the value
+# keeps the message's bytes and its span (``_src``, ``srca``, ``srcb``) for the fields it builds
+# on first access. Anything not plain (-1 from the one-pass checks, which never means invalid)
+# takes the str path, which decides and raises exactly as the pure twin.
+
+cdef inline object _oct(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
+    return _ascii_str(p + a, b - a)
+
+
+cdef object _top_via_octets(object buf, const unsigned char* base, Py_ssize_t vs,
+                            Py_ssize_t ve, object max_via):
+    """The top Via of the header value base[vs:ve] when every via-parm in it is plain (all are
+    checked, as _parse_via does), else None."""
+    cdef const unsigned char* d = base + vs
+    cdef Py_ssize_t n = ve - vs, i = 0, k, na, ta = 0, tb = 0, limit, count = 0
+    cdef Py_ssize_t pv[7]
+    cdef Py_ssize_t top[7]
+    if not PyLong_CheckExact(max_via):
+        return None
+    limit = _clamp(max_via)
+    while True:
+        i = _skip_ws(d, i, n)
+        k = _plain_via(d, i, n, pv)
+        if k < 0:
+            return None
+        if count == 0:
+            ta = i
+            tb = k
+            memcpy(top, pv, sizeof(top))
+        count += 1
+        if count > limit:
+            raise _err("too many Via values", -1, 513)
+        if k >= n:
+            break
+        i = k + 1   # the comma
+    cdef Via o = Via.__new__(Via)
+    o.protocol = S_SIP20
+    o.transport = _ascii_exact(None, d, top[0], top[1], True)
+    o.host = _oct(d, top[2], top[3])
+    o.port = _port_obj(top[4])
+    o._src = buf
+    o.srca = vs + ta
+    o.srcb = vs + tb
+    o._found = None if top[5] < 0 else _oct(d, top[5], top[6])
+    o.lazy = LZ_PARAMS
+    return o
+
+
+cdef Py_ssize_t _plain_address(const unsigned char* d, Py_ssize_t i, Py_ssize_t n, bint in_list,
+                               Py_ssize_t* o) noexcept nogil:
+    """The end (n, or the comma before the next address when in_list) of the address at i when
+    it has a plain shape that _parse_address_at accepts: an optional display name (a quoted
+    string without quoted-pairs, or words separated by single spaces), a plain sip/sips URI
+    (_plain_sip_uri) in <> or bare, plain params (_plain_params); else -1.
+
+    o: [0:2] the display name span ([0] -1: none), [2:4] the tag value span as _gen_params
+    reports it, [4] where the address starts.
+    """
+    cdef Py_ssize_t j, a, b, close
+    cdef Py_ssize_t uo[7]
+    cdef bint name_addr = False
+    cdef UC c, prev = 0
+    i = _skip_ws(d, i, n)
+    if i >= n:
+        return -1
+    o[4] = i
+    o[0] = -1
+    if d[i] == CH_DQUOTE:
+        j = i + 1
+        while j < n and d[j] != CH_DQUOTE:
+            if d[j] == CH_BSLASH:
+                return -1
+            j += 1
+        if j >= n:
+            return -1
+        o[0] = i + 1
+        o[1] = j
+        i = _skip_ws(d, j + 1, n)
+        if i >= n or d[i] != CH_LT:
+            return -1
+        name_addr = True
+    else:
+        j = _span(d, i, n, C_TOKEN | C_WS)
+        if j < n and d[j] == CH_LT:
+            a = i
+            b = j
+            while a < b and _is(d[a], C_WS):
+                a += 1
+            while b > a and _is(d[b - 1], C_WS):
+                b -= 1
+            if a < b:
+                for close in range(a, b):
+                    c = d[close]
+                    if c == CH_HT or (c == CH_SP and prev == CH_SP):
+                        return -1
+                    prev = c
+                o[0] = a
+                o[1] = b
+            i = j
+            name_addr = True
+    if name_addr:
+        close = _find(d, CH_GT, i, n)
+        if close < 0:
+            return -1
+        if not _plain_sip_uri(d, i + 1, close, uo):
+            return -1
+        i = close + 1
+    else:
+        j = i
+        while j < n and not _is(d[j], C_VIASTOP):
+            j += 1
+        if not _plain_sip_uri(d, i, j, uo):
+            return -1
+        i = j
+    return _plain_params(d, i, n, in_list, b"tag", 3, &o[2])
+
+
+cdef object _address_octets(object buf, const unsigned char* base, Py_ssize_t vs,
+                            Py_ssize_t* o, Py_ssize_t end):
+    """The Address _plain_address found (base + vs is the value's start)."""
+    cdef const unsigned char* d = base + vs
+    cdef Address a = Address.__new__(Address)
+    a.display = None if o[0] < 0 else _oct(d, o[0], o[1])
+    a._src = buf
+    a.srca = vs + o[4]
+    a.srcb = vs + end
+    a._found = None if o[2] < 0 else _oct(d, o[2], o[3])
+    a.lazy = LZ_URI | LZ_PARAMS
+    return a
+
+
+cdef object _addresses_octets(object buf, const unsigned char* base, Py_ssize_t vs,
+                              Py_ssize_t ve, bint in_list):
+    """The Address (a list of them when in_list) of base[vs:ve] when all are plain, else None."""
+    cdef Py_ssize_t n = ve - vs, i, k
+    cdef Py_ssize_t o[5]
+    cdef list out
+    k = _plain_address(base + vs, 0, n, in_list, o)
+    if k < 0:
+        return None
+    if not in_list:
+        return _address_octets(buf, base, vs, o, k)
+    out = [_address_octets(buf, base, vs, o, k)]
+    while k < n:
+        i = k + 1
+        k = _plain_address(base + vs, i, n, True, o)
+        if k < 0:
+            return None
+        out.append(_address_octets(buf, base, vs, o, k))
+    return out
+
+
+cdef bint _one_octets(object hs, str key, const unsigned char** p, Py_ssize_t* n) noexcept:
+    """As _first_octets, for the only header with this hot key (False when there are several)."""
+    cdef _Head h
+    cdef Py_ssize_t i
+    if type(hs) is not _Head:
+        return False
+    h = <_Head>hs
+    cdef int hid = _hot_id(key)
+    if not h.ascii or h.buf is None or not hid or not h.indexed or h.cnt[hid] != 1:
+        return False
+    i = h.first[hid] - 1
+    if h.ents[i].value != NULL:
+        return False
+    p[0] = <const unsigned char*>PyBytes_AS_STRING(h.buf) + h.ents[i].vs
+    n[0] = h.ents[i].ve - h.ents[i].vs
+    return True
+
+
+cdef inline object _head_buf(object hs):
+    return (<_Head>hs).buf
+
+
 cdef object _acc_via(object msg):
     if not _mine(msg):
         return _P_VIA(msg)
@@ -2933,13 +3109,21 @@ cdef object _acc_via(object msg):
     r = _vget(msg, VC_AT_VIA, S_AT_VIA)
     if r != NULL:
         return <object>r
-    if _first(<object>_slot(msg, _O_HEADERS), S_VIA, &v) < 0:
-        return _P_VIA(msg)
-    if v == NULL:
-        top = None
-    else:
-        value = <object>v
-        top = _via_values(value, _max_via(<object>_slot(msg, _O_LIMITS)), True)
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef const unsigned char* base
+    hs = <object>_slot(msg, _O_HEADERS)
+    top = None
+    if _first_octets(hs, S_VIA, &p, &n):
+        buf = _head_buf(hs)
+        base = <const unsigned char*>PyBytes_AS_STRING(buf)
+        top = _top_via_octets(buf, base, p - base, p - base + n,
+                              _max_via(<object>_slot(msg, _O_LIMITS)))
+    if top is None:
+        if _first(hs, S_VIA, &v) < 0:
+            return _P_VIA(msg)
+        if v != NULL:
+            top = _via_values(<object>v, _max_via(<object>_slot(msg, _O_LIMITS)), True)
     _vput(msg, VC_AT_VIA, S_AT_VIA, top)
     return top
 
@@ -2972,14 +3156,22 @@ cdef object _address_acc(object msg, int idx, str key, object pure):
         return pure(msg)
     cdef PyObject* r = _vget(msg, idx, key)
     cdef PyObject* v
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef const unsigned char* base
     if r != NULL:
         return <object>r
-    if _first(<object>_slot(msg, _O_HEADERS), key, &v) < 0:
-        return pure(msg)
-    if v == NULL:
-        cached = None
-    else:
-        cached = _dispatch_addresses(<object>v, False)
+    hs = <object>_slot(msg, _O_HEADERS)
+    cached = None
+    if _first_octets(hs, key, &p, &n):
+        buf = _head_buf(hs)
+        base = <const unsigned char*>PyBytes_AS_STRING(buf)
+        cached = _addresses_octets(buf, base, p - base, p - base + n, False)
+    if cached is None:
+        if _first(hs, key, &v) < 0:
+            return pure(msg)
+        if v != NULL:
+            cached = _dispatch_addresses(<object>v, False)
     _vput(msg, idx, key, cached)
     return cached
 
@@ -3071,6 +3263,19 @@ cdef object _acc_contacts(object msg):
         return <object>r
     cdef PyObject* hs = _slot(msg, _O_HEADERS)
     cdef list cached
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef const unsigned char* base
+    if _one_octets(<object>hs, S_CONTACT, &p, &n):
+        if n == 1 and p[0] == 42:   # "*" (RFC 3261 §10.2.2)
+            cached = []
+        else:
+            buf = _head_buf(<object>hs)
+            base = <const unsigned char*>PyBytes_AS_STRING(buf)
+            cached = _addresses_octets(buf, base, p - base, p - base + n, True)
+        if cached is not None:
+            _vput(msg, VC_CONTACT, S_CONTACT, cached)
+            return cached
     cdef object one = _one_value(<object>hs, S_CONTACT)
     if one is not None:   # the usual message: exactly one Contact line
         if one == S_STAR:   # RFC 3261 §10.2.2 (an exact str: no __eq__ of a caller's object)
@@ -3405,9 +3610,14 @@ cdef object _lazy_in(str text, const UCH* d, Py_ssize_t n, int field):
     return params
 
 
-cdef object _lazy_value(object src, int field):
-    """Build a lazy field (``_values_c``'s builder) from the checked text ``src``."""
-    cdef str t = src
+cdef object _lazy_value(object src, Py_ssize_t a, Py_ssize_t b, int field):
+    """Build a lazy field (``_values_c``'s builder) from the checked text ``src``, or from
+    ``src[a:b]`` when src is the message's (ASCII) bytes."""
+    cdef str t
+    if type(src) is bytes:
+        t = _ascii_str(<const unsigned char*>PyBytes_AS_STRING(src) + a, b - a)
+    else:
+        t = src
     cdef int kind = _kind(t)
     cdef const void* data = PyUnicode_DATA(t)
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(t)

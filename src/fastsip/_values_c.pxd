@@ -14,7 +14,8 @@ cdef enum:
     F_ADDR_URI = 3
     F_ADDR_PARAMS = 4
 
-ctypedef object (*lazy_fn)(object src, int field)
+# src: the checked text (a str), or the message's bytes with the text at [a:b] (ASCII)
+ctypedef object (*lazy_fn)(object src, Py_ssize_t a, Py_ssize_t b, int field)
 
 cdef int set_builder(lazy_fn fn) except -1
 
@@ -28,12 +29,14 @@ cdef class URI:
 cdef class Via:
     cdef public object protocol, transport, host, port
     cdef object _params, _src, _found   # _found: the branch, while params is lazy
+    cdef Py_ssize_t srca, srcb          # the text's span when _src is bytes
     cdef unsigned char lazy
 
 
 cdef class Address:
     cdef public object display
     cdef object _uri, _params, _src, _found   # _found: the tag, while params is lazy
+    cdef Py_ssize_t srca, srcb                # the text's span when _src is bytes
     cdef unsigned char lazy
 
 

@@ -30,10 +30,10 @@ cdef int set_builder(lazy_fn fn) except -1:
     return 0
 
 
-cdef inline object _build(object src, int field):
+cdef inline object _build(object src, Py_ssize_t a, Py_ssize_t b, int field):
     if _builder is NULL:   # pragma: no cover - only the parser makes lazy values
         raise SystemError("fastsip._values_c: lazy value without a builder")
-    return _builder(src, field)
+    return _builder(src, a, b, field)
 
 
 cdef inline object _get(object d, str key):
@@ -232,7 +232,7 @@ cdef class Via:
     @property
     def params(self):
         if self.lazy & LZ_PARAMS:
-            self._params = _build(self._src, F_VIA_PARAMS)
+            self._params = _build(self._src, self.srca, self.srcb, F_VIA_PARAMS)
             self.lazy &= ~LZ_PARAMS
             self._src = None
             self._found = None
@@ -352,7 +352,7 @@ cdef class Address:
     @property
     def uri(self):
         if self.lazy & LZ_URI:
-            self._uri = _build(self._src, F_ADDR_URI)
+            self._uri = _build(self._src, self.srca, self.srcb, F_ADDR_URI)
             self.lazy &= ~LZ_URI
             _addr_built(self)
         return self._uri
@@ -366,7 +366,7 @@ cdef class Address:
     @property
     def params(self):
         if self.lazy & LZ_PARAMS:
-            self._params = _build(self._src, F_ADDR_PARAMS)
+            self._params = _build(self._src, self.srca, self.srcb, F_ADDR_PARAMS)
             self.lazy &= ~LZ_PARAMS
             _addr_built(self)
         return self._params
