@@ -2855,7 +2855,7 @@ cdef inline int _hot_id(str key) noexcept:
     return 0
 
 
-cdef bint _first_octets(object hs, str key, const unsigned char** p,
+cdef bint _first_octets(object hs, str key, int hid, const unsigned char** p,
                        Py_ssize_t* n) noexcept:
     """For a _Head whose header section is ASCII: the octets of the first header with this
     (interned) key when its value str is not built yet (p, n set; True). False otherwise:
@@ -2868,8 +2868,7 @@ cdef bint _first_octets(object hs, str key, const unsigned char** p,
     h = <_Head>hs
     if not h.ascii or h.buf is None:
         return False
-    cdef int hid = _hot_id(key)
-    if hid and h.indexed:
+    if hid and h.indexed:   # hid: the caller's _hot_id(key)
         i = h.first[hid] - 1
         if i < 0 or h.ents[i].value != NULL:
             return False
@@ -3114,7 +3113,7 @@ cdef object _acc_via(object msg):
     cdef const unsigned char* base
     hs = <object>_slot(msg, _O_HEADERS)
     top = None
-    if _first_octets(hs, S_VIA, &p, &n):
+    if _first_octets(hs, S_VIA, HOT_VIA, &p, &n):
         buf = _head_buf(hs)
         base = <const unsigned char*>PyBytes_AS_STRING(buf)
         top = _top_via_octets(buf, base, p - base, p - base + n,
@@ -3151,7 +3150,7 @@ cdef object _acc_vias(object msg):
     return cached
 
 
-cdef object _address_acc(object msg, int idx, str key, object pure):
+cdef object _address_acc(object msg, int idx, str key, int hid, object pure):
     if not _mine(msg):
         return pure(msg)
     cdef PyObject* r = _vget(msg, idx, key)
@@ -3163,7 +3162,7 @@ cdef object _address_acc(object msg, int idx, str key, object pure):
         return <object>r
     hs = <object>_slot(msg, _O_HEADERS)
     cached = None
-    if _first_octets(hs, key, &p, &n):
+    if _first_octets(hs, key, hid, &p, &n):
         buf = _head_buf(hs)
         base = <const unsigned char*>PyBytes_AS_STRING(buf)
         cached = _addresses_octets(buf, base, p - base, p - base + n, False)
@@ -3177,11 +3176,11 @@ cdef object _address_acc(object msg, int idx, str key, object pure):
 
 
 cdef object _acc_from(object msg):
-    return _address_acc(msg, VC_FROM, S_FROM, _P_FROM)
+    return _address_acc(msg, VC_FROM, S_FROM, HOT_FROM, _P_FROM)
 
 
 cdef object _acc_to(object msg):
-    return _address_acc(msg, VC_TO, S_TO, _P_TO)
+    return _address_acc(msg, VC_TO, S_TO, HOT_TO, _P_TO)
 
 
 cdef object _acc_call_id(object msg):
@@ -3201,7 +3200,7 @@ cdef object _acc_cseq(object msg):
     if r != NULL:
         return <object>r
     hs = <object>_slot(msg, _O_HEADERS)
-    if _first_octets(hs, S_CSEQ, &raw, &nraw):
+    if _first_octets(hs, S_CSEQ, HOT_CSEQ, &raw, &nraw):
         cached = _parse_cseq(<str>None, raw, nraw)   # no value str: parsed from the octets
     else:
         if _first(hs, S_CSEQ, &v) < 0:
@@ -3309,7 +3308,7 @@ cdef object _uint_acc(object msg, str key, str name, unsigned long long maximum,
     if not _mine(msg):
         return pure(msg)
     hs = <object>_slot(msg, _O_HEADERS)
-    if _first_octets(hs, key, &d, &n):   # no value str: the digits read from the octets
+    if _first_octets(hs, key, _hot_id(key), &d, &n):   # no value str: the digits read from the octets
         if 0 < n <= 10:
             for i in range(n):
                 if d[i] < 48 or d[i] > 57:
@@ -3614,8 +3613,20 @@ cdef object _lazy_value(object src, Py_ssize_t a, Py_ssize_t b, int field):
     """Build a lazy field (``_values_c``'s builder) from the checked text ``src``, or from
     ``src[a:b]`` when src is the message's (ASCII) bytes."""
     cdef str t
+    cdef const unsigned char* o
+    cdef Py_ssize_t ua = 0, ub = 0
+    cdef Py_ssize_t plain[7]
     if type(src) is bytes:
-        t = _ascii_str(<const unsigned char*>PyBytes_AS_STRING(src) + a, b - a)
+        o = <const unsigned char*>PyBytes_AS_STRING(src) + a
+        if field == F_ADDR_URI:
+            # the usual URI, without parameters: built from the octets (no str of the address)
+            _addr_parts(o, b - a, &ua, &ub)
+            if _plain_sip_uri(o, ua, ub, plain) and plain[6] == ub:
+                return _new_uri(S_SIPS if plain[0] else S_SIP,
+                                _oct(o, plain[1], plain[2]) if plain[1] >= 0 else None, None,
+                                _oct(o, plain[3], plain[4]), _port_obj(plain[5]), None, None,
+                                None, _oct(o, ua, ub))
+        t = _ascii_str(o, b - a)
     else:
         t = src
     cdef int kind = _kind(t)
