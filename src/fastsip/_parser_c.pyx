@@ -3034,7 +3034,8 @@ cdef Py_ssize_t _plain_address(const unsigned char* d, Py_ssize_t i, Py_ssize_t 
         j = i
         while j < n and not _is(d[j], C_VIASTOP):
             j += 1
-        if not _plain_sip_uri(d, i, j, uo):
+        # a "?" (allowed in a plain user part) is an error outside <>: the str path raises it
+        if _find(d, CH_QMARK, i, j) >= 0 or not _plain_sip_uri(d, i, j, uo):
             return -1
         i = j
     return _plain_params(d, i, n, in_list, b"tag", 3, &o[2])

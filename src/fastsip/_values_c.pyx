@@ -16,7 +16,7 @@ cimport cython
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
 
-from fastsip._values_py import _rebuild, _render_params, escape_user, quote
+from fastsip._values_py import _clone, _rebuild, _render_params, escape_user, quote
 from fastsip._values_py import _escape, _PARAM_SAFE, _PASSWORD_SAFE, _HEADER_SAFE
 
 __all__ = ("URI", "Address", "CSeq", "Via", "escape_user", "quote")
@@ -150,6 +150,12 @@ cdef class URI:
         args = (self.scheme, self.user, self.host, self.port, self.params, self.headers)
         kwargs = {"password": self.password, "opaque": self.opaque, "text": self._text}
         return (_rebuild, ("URI", args, kwargs))
+
+    def __copy__(self):
+        return _clone(self)
+
+    def __deepcopy__(self, memo):
+        return _clone(self, memo)
 
     def _render(self):
         if self.opaque is not None:
@@ -308,6 +314,12 @@ cdef class Via:
         args = (self.transport, self.host, self.port, self.params)
         return (_rebuild, ("Via", args, {"protocol": self.protocol}))
 
+    def __copy__(self):
+        return _clone(self)
+
+    def __deepcopy__(self, memo):
+        return _clone(self, memo)
+
     def __str__(self):
         return f"{self.protocol}/{self.transport} {self.sent_by}{_render_params(self.params)}"
 
@@ -421,6 +433,12 @@ cdef class Address:
     def __reduce__(self):
         return (_rebuild, ("Address", (self.uri, self.display, self.params), {}))
 
+    def __copy__(self):
+        return _clone(self)
+
+    def __deepcopy__(self, memo):
+        return _clone(self, memo)
+
     def __str__(self):
         if self.display is not None:
             head = f"{quote(self.display)} <{self.uri}>"
@@ -459,6 +477,12 @@ cdef class CSeq:
 
     def __reduce__(self):
         return (_rebuild, ("CSeq", (self.seq, self.method), {}))
+
+    def __copy__(self):
+        return _clone(self)
+
+    def __deepcopy__(self, memo):
+        return _clone(self, memo)
 
     def __str__(self):
         return f"{self.seq} {self.method}"

@@ -26,6 +26,8 @@ Field conventions (shared by both parser twins, which must produce equal values)
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ("URI", "Address", "CSeq", "Via", "escape_user", "quote")
 
 
@@ -36,6 +38,18 @@ def quote(text: str) -> str:
 
 def _render_params(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def _clone(value: Any, memo: dict[int, object] | None = None) -> Any:
+    """``copy.copy`` (memo None) / ``copy.deepcopy`` of a value: the same class, from the fields
+    its ``__reduce__`` gives (which names the public class, for pickles)."""
+    _, (_, args, kwargs) = value.__reduce__()
+    if memo is not None:
+        import copy
+
+        args = copy.deepcopy(args, memo)
+        kwargs = copy.deepcopy(kwargs, memo)
+    return type(value)(*args, **kwargs)
 
 
 def _rebuild(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
@@ -186,6 +200,12 @@ class URI:
         kwargs = {"password": self.password, "opaque": self.opaque, "text": self._text}
         return (_rebuild, ("URI", args, kwargs))
 
+    def __copy__(self) -> Any:
+        return _clone(self)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Any:
+        return _clone(self, memo)
+
     def _render(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
@@ -333,6 +353,12 @@ class Via:
         args = (self.transport, self.host, self.port, self.params)
         return (_rebuild, ("Via", args, {"protocol": self.protocol}))
 
+    def __copy__(self) -> Any:
+        return _clone(self)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Any:
+        return _clone(self, memo)
+
     def __str__(self) -> str:
         return f"{self.protocol}/{self.transport} {self.sent_by}{_render_params(self.params)}"
 
@@ -409,6 +435,12 @@ class Address:
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, ("Address", (self.uri, self.display, self.params), {}))
 
+    def __copy__(self) -> Any:
+        return _clone(self)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Any:
+        return _clone(self, memo)
+
     def __str__(self) -> str:
         if self.display is not None:
             head = f"{quote(self.display)} <{self.uri}>"
@@ -445,6 +477,12 @@ class CSeq:
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, ("CSeq", (self.seq, self.method), {}))
+
+    def __copy__(self) -> Any:
+        return _clone(self)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Any:
+        return _clone(self, memo)
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"

@@ -804,6 +804,8 @@ ADDRESS_CASES = [
     "  <sip:b@h>",
     "sip:b@h;tag=1",
     "sip:b@h?x=y",
+    "sip:b?x@h;tag=1",
+    "<sip:b?x@h>;tag=1",
     "sip:b@h,",
     "sip:b@h, sip:c@h",
     "<sip:b@h>, <sip:c@h>;q=0.5",
@@ -921,6 +923,37 @@ AUTH_CASES = [
 @pytest.mark.parametrize("text", URI_CASES + VIA_CASES + ADDRESS_CASES + CSEQ_CASES + AUTH_CASES)
 def test_value_parser_cases(text: str) -> None:
     same_values(text)
+
+
+def _with_header(name: str, value: str, extra: str = "") -> bytes:
+    text = (
+        "OPTIONS sip:x@example.com SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP h;branch=z9hG4bKa\r\n"
+        "From: <sip:a@example.com>;tag=f\r\n"
+        "To: <sip:x@example.com>\r\n"
+        "Call-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+    )
+    lines = [ln for ln in text.split("\r\n") if ln and not ln.lower().startswith(name.lower() + ":")]
+    lines.insert(1, f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize("text", VIA_CASES)
+def test_via_cases_in_messages(text: str) -> None:
+    """The C accessors check and build plain values from the message's octets and take the
+    str path for any other shape: every Via case, as a message's top Via, reads the same."""
+    same_datagram(_with_header("Via", text))
+    same_datagram(_with_header("Via", text), limits=Limits(max_via=1))
+    same_datagram(_with_header("Via", f"{text}, SIP/2.0/TCP other:5061;branch=z9hG4bKb"))
+
+
+@pytest.mark.parametrize("text", ADDRESS_CASES)
+def test_address_cases_in_messages(text: str) -> None:
+    """As above for From, To and Contact (one line, two values, or two lines)."""
+    for name in ("From", "To", "Contact"):
+        same_datagram(_with_header(name, text))
+    same_datagram(_with_header("Contact", f"{text}, <sip:z@example.com>;expires=5"))
+    same_datagram(_with_header("Contact", text, "Contact: <sip:z@example.com>\r\n"))
 
 
 @pytest.mark.parametrize("max_via", [0, 1, 2, 70, 10**30, -(10**30), 2.5, True])
