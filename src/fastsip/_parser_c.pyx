@@ -1796,7 +1796,7 @@ cdef int _uri_params(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, dict pa
         ok = _chars_ok_pct(d, ia, ne, C_PARAM)
         if ok == 0:
             raise _err(f"bad character in {what}")
-        if params is None:   # check only (a lazy value: see _LazyField)
+        if params is None:   # check only (a lazy value, built on first access)
             if ok == 2:
                 _unescape_slow(_sub(text, ia, ne), what)
             if eq >= 0:
@@ -2319,7 +2319,7 @@ cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bin
             else:
                 host = _parse_host(text, d, i, j, "Via", &port)
                 i = k
-            # params: checked now, built on first access (_LazyField) from this via-parm's text
+            # params: checked now, built on first access (_values_c.Via.params) from this via-parm's text
             i = _gen_params(text, d, i, n, None, "Via", True, b"branch", 6, found)
             if vb - va == 3 and nb - na == 3 and d[na] == 0x53 and d[na + 1] == 0x49 \
                     and d[na + 2] == 0x50 and d[va] == 0x32 and d[va + 1] == 0x2E \
@@ -2386,7 +2386,7 @@ cdef object _parse_address_at(str text, const UCH* d, Py_ssize_t i, Py_ssize_t n
                               bint in_list, str what, Py_ssize_t* end_out):
     """One address starting at text[i]; its end index goes to end_out.
 
-    The URI and the params are checked here and built on first access (_LazyField) from the
+    The URI and the params are checked here and built on first access (_values_c.Address) from the
     address's text, kept in ``_src``.
     """
     cdef Py_ssize_t j, close, a, b, start

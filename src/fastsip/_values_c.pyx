@@ -1,4 +1,5 @@
 # cython: language_level=3
+# distutils: define_macros=CYTHON_VECTORCALL_TPNEW=0
 """The value classes of parsed headers and URIs: the Cython twin of ``_values_py``.
 
 Same classes, same behaviour (``_values_py.py`` is the specification; the tests run against
