@@ -94,7 +94,7 @@ cdef class URI:
         """The host without IPv6 brackets, e.g. for socket addresses."""
         h = self.host
         if h is not None and h.startswith("[") and h.endswith("]"):
-            return h[1:-1]
+            return h[1:len(h) - 1]
         return h
 
     @property
@@ -289,7 +289,7 @@ cdef class Via:
     @property
     def host_address(self):
         h = self.host
-        return h[1:-1] if h.startswith("[") and h.endswith("]") else h
+        return h[1:len(h) - 1] if h.startswith("[") and h.endswith("]") else h
 
     @property
     def has_magic_cookie(self):
