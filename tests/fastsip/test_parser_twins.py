@@ -933,7 +933,9 @@ def _with_header(name: str, value: str, extra: str = "") -> bytes:
         "To: <sip:x@example.com>\r\n"
         "Call-ID: c\r\nCSeq: 1 OPTIONS\r\n"
     )
-    lines = [ln for ln in text.split("\r\n") if ln and not ln.lower().startswith(name.lower() + ":")]
+    lines = [
+        ln for ln in text.split("\r\n") if ln and not ln.lower().startswith(name.lower() + ":")
+    ]
     lines.insert(1, f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode("utf-8", "surrogateescape")
 

@@ -106,7 +106,12 @@ def test_address_fields_and_derived_values(tv: ModuleType) -> None:
 
 def test_cseq(tv: ModuleType) -> None:
     c = tv.CSeq(4711, "INVITE")
-    assert (c.seq, c.method, str(c), repr(c)) == (4711, "INVITE", "4711 INVITE", "CSeq(4711, 'INVITE')")
+    assert (c.seq, c.method, str(c), repr(c)) == (
+        4711,
+        "INVITE",
+        "4711 INVITE",
+        "CSeq(4711, 'INVITE')",
+    )
     assert c == tv.CSeq(4711, "INVITE") and hash(c) == hash(tv.CSeq(4711, "INVITE"))
     assert c != tv.CSeq(4712, "INVITE") and (c == (4711, "INVITE")) is False
     c.seq = 1
@@ -135,8 +140,12 @@ def test_values_pickle_and_copy_as_the_twin_in_use(tv: ModuleType) -> None:
 
 
 def test_values_have_no_instance_dict(tv: ModuleType) -> None:
-    for v in (tv.URI("sip", host="h"), tv.Via("UDP", "h"), tv.Address(tv.URI("sip", host="h")),
-              tv.CSeq(1, "A")):
+    for v in (
+        tv.URI("sip", host="h"),
+        tv.Via("UDP", "h"),
+        tv.Address(tv.URI("sip", host="h")),
+        tv.CSeq(1, "A"),
+    ):
         with pytest.raises(AttributeError):
             v.nope = 1  # type: ignore[attr-defined]
 
@@ -167,13 +176,29 @@ def _observe(v: Any, top: bool = True) -> Any:
         extra = [] if not top else [call(lambda: _observe(v.replace(port=1), False))]
     elif name == "Via":
         fields = ("protocol", "transport", "host", "port", "params")
-        derived = ("branch", "received", "maddr", "ttl", "has_rport", "rport", "sent_by",
-                   "host_address", "has_magic_cookie")
+        derived = (
+            "branch",
+            "received",
+            "maddr",
+            "ttl",
+            "has_rport",
+            "rport",
+            "sent_by",
+            "host_address",
+            "has_magic_cookie",
+        )
         extra = [] if not top else [call(lambda: _observe(v.replace(host="x"), False))]
     elif name == "Address":
         fields = ("display", "params")
         derived = ("tag", "expires", "q")
-        extra = [] if not top else [call(lambda: _observe(v.uri, False)), call(lambda: _observe(v.with_tag("t"), False))]
+        extra = (
+            []
+            if not top
+            else [
+                call(lambda: _observe(v.uri, False)),
+                call(lambda: _observe(v.with_tag("t"), False)),
+            ]
+        )
     else:
         fields = ("seq", "method")
         derived = ()
@@ -203,7 +228,12 @@ def _build(tv: ModuleType, kind: str, a: tuple[Any, ...]) -> Any:
 
 _uri_args = st.tuples(
     st.sampled_from(["sip", "SIPS", "tel", "urn"]) | _text.filter(bool),
-    _opt, _opt, _port, _params, st.dictionaries(_text, _text, max_size=2), _opt,
+    _opt,
+    _opt,
+    _port,
+    _params,
+    st.dictionaries(_text, _text, max_size=2),
+    _opt,
 )
 _cases = st.one_of(
     st.tuples(st.just("URI"), _uri_args),
