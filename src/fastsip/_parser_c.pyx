@@ -51,7 +51,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 cimport cython
-from fastsip._values_c cimport (URI, Via, Address, CSeq, set_builder, LZ_PARAMS, LZ_URI,
+from fastsip._values_c cimport (URI, Via, Address, CSeq, set_builder, LZ_PARAMS, LZ_URI, LZ_USPANS,
                                 LZ_HEADERS, F_VIA_PARAMS, F_ADDR_URI, F_ADDR_PARAMS)
 
 import sys as _sys
@@ -516,9 +516,9 @@ cdef object _new_uri(object scheme, object user, object password, object host, o
     have neither, and nobody reads them)."""
     cdef URI o = URI.__new__(URI)
     o.scheme = scheme
-    o.user = user
+    o._user = user
     o.password = password
-    o.host = host
+    o._host = host
     o.port = port
     if params is None:
         o.lazy = LZ_PARAMS
@@ -529,7 +529,7 @@ cdef object _new_uri(object scheme, object user, object password, object host, o
     else:
         o._headers = headers
     o.opaque = opaque
-    o._text = text
+    o._txt = text
     return o
 
 
@@ -2972,17 +2972,17 @@ cdef object _top_via_octets(object buf, const unsigned char* base, Py_ssize_t vs
 
 
 cdef Py_ssize_t _plain_address(const unsigned char* d, Py_ssize_t i, Py_ssize_t n, bint in_list,
-                               Py_ssize_t* o) noexcept nogil:
+                               Py_ssize_t* o, Py_ssize_t* uo) noexcept nogil:
     """The end (n, or the comma before the next address when in_list) of the address at i when
     it has a plain shape that _parse_address_at accepts: an optional display name (a quoted
     string without quoted-pairs, or words separated by single spaces), a plain sip/sips URI
     (_plain_sip_uri) in <> or bare, plain params (_plain_params); else -1.
 
     o: [0:2] the display name span ([0] -1: none), [2:4] the tag value span as _gen_params
-    reports it, [4] where the address starts.
+    reports it, [4] where the address starts, [5:7] the URI's span; uo: what _plain_sip_uri
+    found in it.
     """
     cdef Py_ssize_t j, a, b, close
-    cdef Py_ssize_t uo[7]
     cdef bint name_addr = False
     cdef UC c, prev = 0
     i = _skip_ws(d, i, n)
@@ -3029,6 +3029,8 @@ cdef Py_ssize_t _plain_address(const unsigned char* d, Py_ssize_t i, Py_ssize_t 
             return -1
         if not _plain_sip_uri(d, i + 1, close, uo):
             return -1
+        o[5] = i + 1
+        o[6] = close
         i = close + 1
     else:
         j = i
@@ -3037,13 +3039,16 @@ cdef Py_ssize_t _plain_address(const unsigned char* d, Py_ssize_t i, Py_ssize_t 
         # a "?" (allowed in a plain user part) is an error outside <>: the str path raises it
         if _find(d, CH_QMARK, i, j) >= 0 or not _plain_sip_uri(d, i, j, uo):
             return -1
+        o[5] = i
+        o[6] = j
         i = j
     return _plain_params(d, i, n, in_list, b"tag", 3, &o[2])
 
 
 cdef object _address_octets(object buf, const unsigned char* base, Py_ssize_t vs,
-                            Py_ssize_t* o, Py_ssize_t end):
-    """The Address _plain_address found (base + vs is the value's start)."""
+                            Py_ssize_t* o, Py_ssize_t* uo, Py_ssize_t end):
+    """The Address _plain_address found (base + vs is the value's start). A URI without
+    parameters is made from its spans when read (its strings when they are read)."""
     cdef const unsigned char* d = base + vs
     cdef Address a = Address.__new__(Address)
     a.display = None if o[0] < 0 else _oct(d, o[0], o[1])
@@ -3052,6 +3057,16 @@ cdef object _address_octets(object buf, const unsigned char* base, Py_ssize_t vs
     a.srcb = vs + end
     a._found = None if o[2] < 0 else _oct(d, o[2], o[3])
     a.lazy = LZ_URI | LZ_PARAMS
+    if uo[6] == o[6]:   # the plain URI has no parameters
+        a.usp[0] = vs + uo[1] if uo[1] >= 0 else -1
+        a.usp[1] = vs + uo[2]
+        a.usp[2] = vs + uo[3]
+        a.usp[3] = vs + uo[4]
+        a.usp[4] = vs + o[5]
+        a.usp[5] = vs + o[6]
+        a._uport = _port_obj(uo[5])
+        a._usips = uo[0] != 0
+        a.lazy |= LZ_USPANS
     return a
 
 
@@ -3059,20 +3074,21 @@ cdef object _addresses_octets(object buf, const unsigned char* base, Py_ssize_t 
                               Py_ssize_t ve, bint in_list):
     """The Address (a list of them when in_list) of base[vs:ve] when all are plain, else None."""
     cdef Py_ssize_t n = ve - vs, i, k
-    cdef Py_ssize_t o[5]
+    cdef Py_ssize_t o[7]
+    cdef Py_ssize_t uo[7]
     cdef list out
-    k = _plain_address(base + vs, 0, n, in_list, o)
+    k = _plain_address(base + vs, 0, n, in_list, o, uo)
     if k < 0:
         return None
     if not in_list:
-        return _address_octets(buf, base, vs, o, k)
-    out = [_address_octets(buf, base, vs, o, k)]
+        return _address_octets(buf, base, vs, o, uo, k)
+    out = [_address_octets(buf, base, vs, o, uo, k)]
     while k < n:
         i = k + 1
-        k = _plain_address(base + vs, i, n, True, o)
+        k = _plain_address(base + vs, i, n, True, o, uo)
         if k < 0:
             return None
-        out.append(_address_octets(buf, base, vs, o, k))
+        out.append(_address_octets(buf, base, vs, o, uo, k))
     return out
 
 
@@ -3614,20 +3630,8 @@ cdef object _lazy_value(object src, Py_ssize_t a, Py_ssize_t b, int field):
     """Build a lazy field (``_values_c``'s builder) from the checked text ``src``, or from
     ``src[a:b]`` when src is the message's (ASCII) bytes."""
     cdef str t
-    cdef const unsigned char* o
-    cdef Py_ssize_t ua = 0, ub = 0
-    cdef Py_ssize_t plain[7]
-    if type(src) is bytes:
-        o = <const unsigned char*>PyBytes_AS_STRING(src) + a
-        if field == F_ADDR_URI:
-            # the usual URI, without parameters: built from the octets (no str of the address)
-            _addr_parts(o, b - a, &ua, &ub)
-            if _plain_sip_uri(o, ua, ub, plain) and plain[6] == ub:
-                return _new_uri(S_SIPS if plain[0] else S_SIP,
-                                _oct(o, plain[1], plain[2]) if plain[1] >= 0 else None, None,
-                                _oct(o, plain[3], plain[4]), _port_obj(plain[5]), None, None,
-                                None, _oct(o, ua, ub))
-        t = _ascii_str(o, b - a)
+    if type(src) is bytes:   # (a URI without parameters is made by Address.uri itself)
+        t = _ascii_str(<const unsigned char*>PyBytes_AS_STRING(src) + a, b - a)
     else:
         t = src
     cdef int kind = _kind(t)

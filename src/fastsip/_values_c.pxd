@@ -7,6 +7,8 @@ cdef enum:
     LZ_PARAMS = 1
     LZ_URI = 2
     LZ_HEADERS = 4
+    LZ_TEXT = 8      # URI: user, host and text not built yet (ASCII octets of _src at sp)
+    LZ_USPANS = 16   # Address (with LZ_URI): its URI is plain, without parameters, at usp
 
 cdef enum:
     # what the builder registered by the parser makes from ``_src``
@@ -21,8 +23,10 @@ cdef int set_builder(lazy_fn fn) except -1
 
 
 cdef class URI:
-    cdef public object scheme, user, password, host, port, opaque, _text
-    cdef object _params, _headers
+    cdef public object scheme, password, port, opaque
+    cdef object _user, _host, _txt, _params, _headers   # _txt: ``_text``
+    cdef object _src                  # the message's bytes, while LZ_TEXT
+    cdef Py_ssize_t sp[6]             # user (sp[0] < 0: none), host and text spans in _src
     cdef unsigned char lazy
 
 
@@ -37,6 +41,9 @@ cdef class Address:
     cdef public object display
     cdef object _uri, _params, _src, _found   # _found: the tag, while params is lazy
     cdef Py_ssize_t srca, srcb                # the text's span when _src is bytes
+    cdef Py_ssize_t usp[6]                    # with LZ_USPANS: the URI's spans, as URI.sp
+    cdef object _uport                        # with LZ_USPANS: the URI's port
+    cdef bint _usips                          # with LZ_USPANS: a sips URI
     cdef unsigned char lazy
 
 

@@ -14,8 +14,11 @@ parameters. While ``params`` is not built, ``branch`` (Via) and ``tag`` (Address
 """
 
 cimport cython
+import sys as _sys
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
+from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.unicode cimport PyUnicode_DecodeASCII
 
 from fastsip._values_py import _clone, _rebuild, _render_params, escape_user, quote
 from fastsip._values_py import _escape, _PARAM_SAFE, _PASSWORD_SAFE, _HEADER_SAFE
@@ -23,6 +26,8 @@ from fastsip._values_py import _escape, _PARAM_SAFE, _PASSWORD_SAFE, _HEADER_SAF
 __all__ = ("URI", "Address", "CSeq", "Via", "escape_user", "quote")
 
 cdef lazy_fn _builder = NULL
+cdef str S_SIP = _sys.intern("sip")
+cdef str S_SIPS = _sys.intern("sips")
 
 
 cdef int set_builder(lazy_fn fn) except -1:
@@ -47,6 +52,21 @@ cdef inline object _get(object d, str key):
 
 
 # ---------------------------------------------------------------------------------------------
+cdef inline object _ascii(const char* p, Py_ssize_t a, Py_ssize_t b):
+    return PyUnicode_DecodeASCII(p + a, b - a, NULL)
+
+
+cdef int _uri_fill(URI u) except -1:
+    """Build the user, host and text of a URI read from a message's octets."""
+    cdef const char* p = PyBytes_AS_STRING(u._src)
+    u._user = None if u.sp[0] < 0 else _ascii(p, u.sp[0], u.sp[1])
+    u._host = _ascii(p, u.sp[2], u.sp[3])
+    u._txt = _ascii(p, u.sp[4], u.sp[5])
+    u.lazy &= ~LZ_TEXT
+    u._src = None
+    return 0
+
+
 @cython.freelist(32)
 cdef class URI:
     """A parsed URI. Treat as immutable; use :meth:`replace` to derive a changed copy."""
@@ -54,15 +74,51 @@ cdef class URI:
     def __init__(self, scheme, user=None, host=None, port=None, params=None, headers=None, *,
                  password=None, opaque=None, text=None):
         self.scheme = scheme.lower()
-        self.user = user
+        self._user = user
         self.password = password
-        self.host = host
+        self._host = host
         self.port = port
         self._params = {} if params is None else params
         self._headers = {} if headers is None else headers
         self.opaque = opaque
-        self._text = text
+        self._txt = text
         self.lazy = 0
+
+    @property
+    def user(self):
+        if self.lazy & LZ_TEXT:
+            _uri_fill(self)
+        return self._user
+
+    @user.setter
+    def user(self, value):
+        if self.lazy & LZ_TEXT:
+            _uri_fill(self)
+        self._user = value
+
+    @property
+    def host(self):
+        if self.lazy & LZ_TEXT:
+            _uri_fill(self)
+        return self._host
+
+    @host.setter
+    def host(self, value):
+        if self.lazy & LZ_TEXT:
+            _uri_fill(self)
+        self._host = value
+
+    @property
+    def _text(self):
+        if self.lazy & LZ_TEXT:
+            _uri_fill(self)
+        return self._txt
+
+    @_text.setter
+    def _text(self, value):
+        if self.lazy & LZ_TEXT:
+            _uri_fill(self)
+        self._txt = value
 
     @property
     def params(self):
@@ -188,10 +244,12 @@ cdef class URI:
         return "".join(parts)
 
     def __str__(self):
-        text = self._text
+        if self.lazy & LZ_TEXT:
+            _uri_fill(self)
+        text = self._txt
         if text is None:
             text = self._render()
-            self._text = text
+            self._txt = text
         return text
 
     def __repr__(self):
@@ -364,16 +422,28 @@ cdef class Address:
 
     @property
     def uri(self):
+        cdef URI u
         if self.lazy & LZ_URI:
-            self._uri = _build(self._src, self.srca, self.srcb, F_ADDR_URI)
-            self.lazy &= ~LZ_URI
+            if self.lazy & LZ_USPANS:   # checked by the parser: strings made on first use
+                u = URI.__new__(URI)
+                u.scheme = S_SIPS if self._usips else S_SIP
+                u.port = self._uport
+                u._src = self._src
+                u.sp[:] = self.usp
+                u.lazy = LZ_TEXT | LZ_PARAMS | LZ_HEADERS
+                self._uri = u
+                self._uport = None
+            else:
+                self._uri = _build(self._src, self.srca, self.srcb, F_ADDR_URI)
+            self.lazy &= ~(LZ_URI | LZ_USPANS)
             _addr_built(self)
         return self._uri
 
     @uri.setter
     def uri(self, value):
         self._uri = value
-        self.lazy &= ~LZ_URI
+        self._uport = None
+        self.lazy &= ~(LZ_URI | LZ_USPANS)
         _addr_built(self)
 
     @property

@@ -1392,6 +1392,31 @@ def test_lazy_values_behave_like_plain_ones() -> None:
         assert Address(URI("sip", host="h"), params={"tag": "t"}).tag == "t"
 
 
+def test_uri_of_an_address_read_from_octets() -> None:
+    """The C twin makes a plain To / Contact URI from the spans it checked and its strings on
+    first use: every field, written before or after the others are read, as in the pure twin."""
+
+    def reads(twin: Any, first: str) -> Any:
+        out = []
+        for name in ("to", "from_"):
+            m = twin.parse_datagram(REG)
+            u = getattr(m, name).uri
+            if first == "set":
+                u.host = "other.example"
+                u.user = None
+            elif first == "text":
+                out.append(u._text)
+            out.append(deep(u))
+            out.append((str(u), u.aor, u.host_address, u.transport, u.lr, hash(u) == hash(u)))
+        m = P.parse_datagram(REG) if twin is P else C.parse_datagram(REG)
+        c = m.contacts[0].uri
+        out.append((deep(c), str(c)))
+        return out
+
+    for first in ("set", "text", "plain"):
+        assert reads(P, first) == reads(C, first)
+
+
 def test_c_validate_matches_the_pure_method_on_c_messages() -> None:
     from fastsip import message
 
