@@ -3092,22 +3092,12 @@ cdef object _addresses_octets(object buf, const unsigned char* base, Py_ssize_t 
     return out
 
 
-cdef bint _one_octets(object hs, str key, const unsigned char** p, Py_ssize_t* n) noexcept:
+cdef bint _one_octets(object hs, str key, int hid, const unsigned char** p,
+                     Py_ssize_t* n) noexcept:
     """As _first_octets, for the only header with this hot key (False when there are several)."""
-    cdef _Head h
-    cdef Py_ssize_t i
-    if type(hs) is not _Head:
+    if type(hs) is not _Head or not (<_Head>hs).indexed or (<_Head>hs).cnt[hid] != 1:
         return False
-    h = <_Head>hs
-    cdef int hid = _hot_id(key)
-    if not h.ascii or h.buf is None or not hid or not h.indexed or h.cnt[hid] != 1:
-        return False
-    i = h.first[hid] - 1
-    if h.ents[i].value != NULL:
-        return False
-    p[0] = <const unsigned char*>PyBytes_AS_STRING(h.buf) + h.ents[i].vs
-    n[0] = h.ents[i].ve - h.ents[i].vs
-    return True
+    return _first_octets(hs, key, hid, p, n)
 
 
 cdef inline object _head_buf(object hs):
@@ -3282,7 +3272,7 @@ cdef object _acc_contacts(object msg):
     cdef const unsigned char* p
     cdef Py_ssize_t n
     cdef const unsigned char* base
-    if _one_octets(<object>hs, S_CONTACT, &p, &n):
+    if _one_octets(<object>hs, S_CONTACT, HOT_CONTACT, &p, &n):
         if n == 1 and p[0] == 42:   # "*" (RFC 3261 §10.2.2)
             cached = []
         else:

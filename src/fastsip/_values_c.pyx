@@ -21,7 +21,7 @@ from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.unicode cimport PyUnicode_DecodeASCII
 
 from fastsip._values_py import _clone, _rebuild, _render_params, escape_user, quote
-from fastsip._values_py import _escape, _PARAM_SAFE, _PASSWORD_SAFE, _HEADER_SAFE
+from fastsip._values_py import _changed, _q_value, _render_uri, _uri_aor
 
 __all__ = ("URI", "Address", "CSeq", "Via", "escape_user", "quote")
 
@@ -175,14 +175,7 @@ cdef class URI:
     @property
     def aor(self):
         """The address of record key ``scheme:user@host`` (host lower case, no port/params)."""
-        if self.opaque is not None:
-            return f"{self.scheme}:{self.opaque}"
-        host = (self.host or "").lower()
-        if self.user is None:
-            return f"{self.scheme}:{host}"
-        if self.host is None:
-            return f"{self.scheme}:{self.user}"
-        return f"{self.scheme}:{escape_user(self.user)}@{host}"
+        return _uri_aor(self)
 
     # -- copying and text -----------------------------------------------------------------
     def replace(self, **changes):
@@ -197,11 +190,7 @@ cdef class URI:
             "password": self.password,
             "opaque": self.opaque,
         }
-        for key, value in changes.items():
-            if key not in fields:
-                raise TypeError(f"URI has no field {key!r}")
-            fields[key] = value
-        return URI(**fields)
+        return URI(**_changed("URI", fields, changes))
 
     def __reduce__(self):
         args = (self.scheme, self.user, self.host, self.port, self.params, self.headers)
@@ -215,33 +204,7 @@ cdef class URI:
         return _clone(self, memo)
 
     def _render(self):
-        if self.opaque is not None:
-            return f"{self.scheme}:{self.opaque}"
-        parts = [self.scheme, ":"]
-        if self.scheme == "tel":
-            parts.append(_escape(self.user or "", _PARAM_SAFE))
-        else:
-            if self.user is not None:
-                parts.append(escape_user(self.user))
-                if self.password is not None:
-                    parts.append(":" + _escape(self.password, _PASSWORD_SAFE))
-                parts.append("@")
-            parts.append(self.host or "")
-            if self.port is not None:
-                parts.append(f":{self.port}")
-        for name, value in self.params.items():
-            parts.append(";" + _escape(name, _PARAM_SAFE))
-            if value is not None:
-                parts.append("=" + _escape(value, _PARAM_SAFE))
-        if self.headers:
-            parts.append(
-                "?"
-                + "&".join(
-                    f"{_escape(k, _HEADER_SAFE)}={_escape(v, _HEADER_SAFE)}"
-                    for k, v in self.headers.items()
-                )
-            )
-        return "".join(parts)
+        return _render_uri(self)
 
     def __str__(self):
         if self.lazy & LZ_TEXT:
@@ -363,11 +326,7 @@ cdef class Via:
             "params": dict(self.params),
             "protocol": self.protocol,
         }
-        for key, value in changes.items():
-            if key not in fields:
-                raise TypeError(f"Via has no field {key!r}")
-            fields[key] = value
-        return Via(**fields)
+        return Via(**_changed("Via", fields, changes))
 
     def __reduce__(self):
         args = (self.transport, self.host, self.port, self.params)
@@ -475,14 +434,7 @@ cdef class Address:
     @property
     def q(self):
         """Contact ``q`` param (RFC 3261 §20.10), None when absent or malformed."""
-        q = _get(self.params, "q")
-        if q is None:
-            return None
-        try:
-            value = float(q)
-        except ValueError:
-            return None
-        return value if 0.0 <= value <= 1.0 else None
+        return _q_value(_get(self.params, "q"))
 
     def replace(self, **changes):
         fields = {
@@ -490,11 +442,7 @@ cdef class Address:
             "display": self.display,
             "params": dict(self.params),
         }
-        for key, value in changes.items():
-            if key not in fields:
-                raise TypeError(f"Address has no field {key!r}")
-            fields[key] = value
-        return Address(**fields)
+        return Address(**_changed("Address", fields, changes))
 
     def with_tag(self, tag):
         params = dict(self.params)

@@ -92,6 +92,70 @@ def escape_user(user: str) -> str:
     return _escape(user, _USER_SAFE)
 
 
+# -- the parts of the values both twins share (none is on the parser's hot path) ---------------
+def _changed(name: str, fields: dict[str, object], changes: dict[str, object]) -> dict[str, object]:
+    """``fields`` updated with ``changes`` (``replace``), a TypeError for an unknown field."""
+    for key, value in changes.items():
+        if key not in fields:
+            raise TypeError(f"{name} has no field {key!r}")
+        fields[key] = value
+    return fields
+
+
+def _q_value(q: str | None) -> float | None:
+    """A Contact ``q`` parameter as a float in 0..1, None when absent or malformed."""
+    if q is None:
+        return None
+    try:
+        value = float(q)
+    except ValueError:
+        return None
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def _uri_aor(u: Any) -> str:
+    """``URI.aor``."""
+    if u.opaque is not None:
+        return f"{u.scheme}:{u.opaque}"
+    host = (u.host or "").lower()
+    if u.user is None:
+        return f"{u.scheme}:{host}"
+    if u.host is None:
+        return f"{u.scheme}:{u.user}"
+    return f"{u.scheme}:{escape_user(u.user)}@{host}"
+
+
+def _render_uri(u: Any) -> str:
+    """The text of a URI from its fields (RFC 3261 §25.1 escaping)."""
+    if u.opaque is not None:
+        return f"{u.scheme}:{u.opaque}"
+    parts = [u.scheme, ":"]
+    if u.scheme == "tel":
+        parts.append(_escape(u.user or "", _PARAM_SAFE))
+    else:
+        if u.user is not None:
+            parts.append(escape_user(u.user))
+            if u.password is not None:
+                parts.append(":" + _escape(u.password, _PASSWORD_SAFE))
+            parts.append("@")
+        parts.append(u.host or "")
+        if u.port is not None:
+            parts.append(f":{u.port}")
+    for name, value in u.params.items():
+        parts.append(";" + _escape(name, _PARAM_SAFE))
+        if value is not None:
+            parts.append("=" + _escape(value, _PARAM_SAFE))
+    if u.headers:
+        parts.append(
+            "?"
+            + "&".join(
+                f"{_escape(k, _HEADER_SAFE)}={_escape(v, _HEADER_SAFE)}"
+                for k, v in u.headers.items()
+            )
+        )
+    return "".join(parts)
+
+
 class URI:
     """A parsed URI. Treat as immutable; use :meth:`replace` to derive a changed copy."""
 
@@ -167,14 +231,7 @@ class URI:
     @property
     def aor(self) -> str:
         """The address of record key ``scheme:user@host`` (host lower case, no port/params)."""
-        if self.opaque is not None:
-            return f"{self.scheme}:{self.opaque}"
-        host = (self.host or "").lower()
-        if self.user is None:
-            return f"{self.scheme}:{host}"
-        if self.host is None:
-            return f"{self.scheme}:{self.user}"
-        return f"{self.scheme}:{escape_user(self.user)}@{host}"
+        return _uri_aor(self)
 
     # -- copying and text -----------------------------------------------------------------
     def replace(self, **changes: object) -> URI:
@@ -189,11 +246,7 @@ class URI:
             "password": self.password,
             "opaque": self.opaque,
         }
-        for key, value in changes.items():
-            if key not in fields:
-                raise TypeError(f"URI has no field {key!r}")
-            fields[key] = value
-        return URI(**fields)  # type: ignore[arg-type]
+        return URI(**_changed("URI", fields, changes))  # type: ignore[arg-type]
 
     def __reduce__(self) -> tuple[object, ...]:
         args = (self.scheme, self.user, self.host, self.port, self.params, self.headers)
@@ -207,33 +260,7 @@ class URI:
         return _clone(self, memo)
 
     def _render(self) -> str:
-        if self.opaque is not None:
-            return f"{self.scheme}:{self.opaque}"
-        parts = [self.scheme, ":"]
-        if self.scheme == "tel":
-            parts.append(_escape(self.user or "", _PARAM_SAFE))
-        else:
-            if self.user is not None:
-                parts.append(escape_user(self.user))
-                if self.password is not None:
-                    parts.append(":" + _escape(self.password, _PASSWORD_SAFE))
-                parts.append("@")
-            parts.append(self.host or "")
-            if self.port is not None:
-                parts.append(f":{self.port}")
-        for name, value in self.params.items():
-            parts.append(";" + _escape(name, _PARAM_SAFE))
-            if value is not None:
-                parts.append("=" + _escape(value, _PARAM_SAFE))
-        if self.headers:
-            parts.append(
-                "?"
-                + "&".join(
-                    f"{_escape(k, _HEADER_SAFE)}={_escape(v, _HEADER_SAFE)}"
-                    for k, v in self.headers.items()
-                )
-            )
-        return "".join(parts)
+        return _render_uri(self)
 
     def __str__(self) -> str:
         text = self._text
@@ -343,11 +370,7 @@ class Via:
             "params": dict(self.params),
             "protocol": self.protocol,
         }
-        for key, value in changes.items():
-            if key not in fields:
-                raise TypeError(f"Via has no field {key!r}")
-            fields[key] = value
-        return Via(**fields)  # type: ignore[arg-type]
+        return Via(**_changed("Via", fields, changes))  # type: ignore[arg-type]
 
     def __reduce__(self) -> tuple[object, ...]:
         args = (self.transport, self.host, self.port, self.params)
@@ -406,14 +429,7 @@ class Address:
     @property
     def q(self) -> float | None:
         """Contact ``q`` param (RFC 3261 §20.10), None when absent or malformed."""
-        q = self.params.get("q")
-        if q is None:
-            return None
-        try:
-            value = float(q)
-        except ValueError:
-            return None
-        return value if 0.0 <= value <= 1.0 else None
+        return _q_value(self.params.get("q"))
 
     def replace(self, **changes: object) -> Address:
         fields: dict[str, object] = {
@@ -421,11 +437,7 @@ class Address:
             "display": self.display,
             "params": dict(self.params),
         }
-        for key, value in changes.items():
-            if key not in fields:
-                raise TypeError(f"Address has no field {key!r}")
-            fields[key] = value
-        return Address(**fields)  # type: ignore[arg-type]
+        return Address(**_changed("Address", fields, changes))  # type: ignore[arg-type]
 
     def with_tag(self, tag: str) -> Address:
         params = dict(self.params)
