@@ -48,7 +48,7 @@ bounded by the input length and the :class:`~fastsip.limits.Limits`.
 from libc.string cimport memchr, memcmp, memcpy
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 cimport cython
 from fastsip._values_c cimport (URI, Via, Address, CSeq, set_builder, LZ_PARAMS, LZ_URI, LZ_USPANS,
@@ -861,6 +861,13 @@ cdef inline object _ascii_str(const unsigned char* p, Py_ssize_t n):
     return s
 
 
+cdef PyObject* _new_ascii(const unsigned char* p, Py_ssize_t n) except NULL:
+    """_ascii_str as a new reference the caller owns."""
+    s = _ascii_str(p, n)
+    Py_INCREF(s)
+    return <PyObject*>s
+
+
 cdef inline object _decode(const unsigned char* p, Py_ssize_t a, Py_ssize_t b, bint ascii):
     if ascii:
         return _ascii_str(p + a, b - a)
@@ -988,13 +995,19 @@ cdef object _fold(const unsigned char* p, Py_ssize_t vs, Py_ssize_t ve, Py_ssize
 # then on the message is an ordinary one. Why: the tuples and the value strs nobody reads were
 # a third of the cost of parsing a message.
 ctypedef struct HEnt:
-    PyObject* key          # owned
-    PyObject* name         # owned
+    PyObject* key          # owned, or borrowed from _htab (own & OWN_KEY clear)
+    PyObject* name         # owned, or borrowed from _htab (own & OWN_NAME clear)
     PyObject* value        # owned, or NULL until built from buf[vs:ve]
     Py_ssize_t vs
     Py_ssize_t ve
+    int own                # OWN_KEY | OWN_NAME: which of key and name hold a reference
 
 cdef enum:
+    # HEnt.own. The keys and names of the header-name table (_htab) live as long as the
+    # process (the table is never freed), so an entry that points to them needs no reference:
+    # no INCREF per header when parsing and no DECREF when the message goes.
+    OWN_KEY = 1
+    OWN_NAME = 2
     HEAD_CAP0 = 16          # entries allocated at first (most messages have fewer headers)
     # _Head.vc: the parsed values kept with the offsets, by the _cache key they stand for
     VC_AT_VIA = 0           # "@via"
@@ -1049,8 +1062,11 @@ cdef class _Head:
             self.vc[i] = NULL
         if self.ents != NULL:
             for i in range(self.n):
-                Py_XDECREF(self.ents[i].key)
-                Py_XDECREF(self.ents[i].name)
+                if self.ents[i].own:
+                    if self.ents[i].own & OWN_KEY:
+                        Py_XDECREF(self.ents[i].key)
+                    if self.ents[i].own & OWN_NAME:
+                        Py_XDECREF(self.ents[i].name)
                 Py_XDECREF(self.ents[i].value)
             if self.ents != self.small:
                 PyMem_Free(self.ents)
@@ -1078,21 +1094,26 @@ cdef int _head_grow(_Head h) except -1:
     return 0
 
 
-cdef inline int _head_push(_Head h, object key, object name, object value, Py_ssize_t vs,
-                           Py_ssize_t ve) except -1:
-    """Append an entry (value None: built from the span on first use)."""
+cdef inline int _head_push(_Head h, PyObject* key, PyObject* name, PyObject* value,
+                           Py_ssize_t vs, Py_ssize_t ve, int own) except -1:
+    """Append an entry; takes the references own says key and name carry (the caller gives
+    them up), and a new one to value (NULL: built from the span on first use)."""
+    cdef HEnt* e
     if h.n == h.cap:
-        _head_grow(h)
-    cdef HEnt* e = &h.ents[h.n]
-    Py_INCREF(key)
-    Py_INCREF(name)
-    e.key = <PyObject*>key
-    e.name = <PyObject*>name
-    if value is None:
-        e.value = NULL
-    else:
-        Py_INCREF(value)
-        e.value = <PyObject*>value
+        try:
+            _head_grow(h)
+        except BaseException:
+            if own & OWN_KEY:
+                Py_XDECREF(key)
+            if own & OWN_NAME:
+                Py_XDECREF(name)
+            raise
+    e = &h.ents[h.n]
+    e.key = key
+    e.name = name
+    e.own = own
+    Py_XINCREF(value)
+    e.value = value
     e.vs = vs
     e.ve = ve
     h.n += 1
@@ -1167,6 +1188,10 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t l
     cdef int hot
     cdef Ent* ent
     cdef PyObject* shared = NULL
+    cdef PyObject* kp
+    cdef PyObject* np
+    cdef PyObject* vp
+    cdef int own
     cdef const unsigned char* q
     cdef object msg, name, key, value
 
@@ -1222,12 +1247,6 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t l
         if nh >= max_headers:
             raise _err("too many headers", pos, 513)
         nl = j - pos
-        if ent != NULL:
-            key = <object>ent.key
-            name = <object>shared if shared != NULL else _ascii_str(p + pos, nl)
-        else:
-            name = _ascii_str(p + pos, nl)
-            key = header_key(name)
         name_pos = pos
         size = e - pos
         if size > max_len:
@@ -1238,17 +1257,36 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t l
             vs += 1
         while ve > vs and (p[ve - 1] == CH_SP or p[ve - 1] == CH_HT):
             ve -= 1
-        value = None   # built from p[vs:ve] when first read
+        vp = NULL   # the value is built from p[vs:ve] when first read
         if e + 2 < limit and (p[e + 2] == CH_SP or p[e + 2] == CH_HT):
             value = _fold(p, vs, ve, &pos, &e, limit, &size, name_pos, max_len, &hi)
+            vp = <PyObject*>value
+        # key and name point to _htab's strs when the name is known and spelt as usual (no
+        # reference taken: see OWN_KEY); any other str made here is handed to the entry
+        if ent != NULL:
+            kp = ent.key
+            if shared != NULL:
+                np = shared
+                own = 0
+            else:
+                np = _new_ascii(p + name_pos, nl)
+                own = OWN_NAME
+        else:
+            name = _ascii_str(p + name_pos, nl)
+            key = header_key(name)
+            Py_INCREF(key)
+            Py_INCREF(name)
+            kp = <PyObject*>key
+            np = <PyObject*>name
+            own = OWN_KEY | OWN_NAME
         if (ent != NULL and (ent.flags & F_CONTENT_LENGTH)) or \
-                (ent == NULL and key == S_CONTENT_LENGTH):
+                (ent == NULL and <object>kp == S_CONTENT_LENGTH):
             info.cl_count += 1
             if info.cl_count == 1:
-                info.cl_value = NULL if value is None else <PyObject*>value
+                info.cl_value = vp
                 info.cl_p = p + vs
                 info.cl_n = ve - vs
-        _head_push(head, key, name, value, vs, ve)
+        _head_push(head, kp, np, vp, vs, ve, own)
         if ent != NULL and (ent.flags >> 8):
             hot = ent.flags >> 8
             if head.cnt[hot] == 0:
