@@ -46,7 +46,7 @@ bounded by the input length and the :class:`~fastsip.limits.Limits`.
 """
 
 from libc.string cimport memchr, memcmp, memcpy
-from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -411,12 +411,66 @@ cdef str S_EMPTY = ""
 cdef str S_CONTENT_LENGTH = _sys.intern("content-length")
 
 
+# _EXACT_NAMES of up to 8 octets by their octets packed into a word (little end first, zeros
+# after): one multiply and a compare or two instead of a hash loop and a memcmp.
+cdef uint64_t _x8key[128]
+cdef Py_ssize_t _x8len[128]   # (a NUL octet would pack as the zeros after a shorter name)
+cdef PyObject* _x8obj[128]
+
+
+cdef inline size_t _x8slot(uint64_t v) noexcept nogil:
+    return <size_t>((v * <uint64_t>0x9E3779B97F4A7C15ULL) >> 57)
+
+
+cdef inline PyObject* _x8find(uint64_t v, Py_ssize_t n) noexcept nogil:
+    cdef size_t i = _x8slot(v)
+    while _x8key[i] != 0:
+        if _x8key[i] == v and _x8len[i] == n:
+            return _x8obj[i]
+        i = (i + 1) & 127
+    return NULL
+
+
+def _build_x8():
+    cdef size_t i
+    cdef uint64_t v
+    cdef Py_ssize_t k
+    cdef bytes b
+    for name in _EXACT_NAMES:
+        b = name.encode("ascii")
+        if len(b) > 8:
+            continue
+        v = 0
+        for k in range(len(b)):
+            v |= (<uint64_t>b[k]) << (8 * k)
+        i = _x8slot(v)
+        while _x8key[i] != 0 and _x8key[i] != v:
+            i = (i + 1) & 127
+        if _x8key[i] == 0:
+            name = _sys.intern(name)
+            _KEEP.append(name)
+            _x8key[i] = v
+            _x8len[i] = len(b)
+            _x8obj[i] = <PyObject*>name
+
+
+_build_x8()
+
+
 cdef object _exact_ascii(const unsigned char* s, Py_ssize_t n):
     """The interned str for an exact well-known spelling (a method, "UDP"...), else a new str."""
     cdef size_t h = 5381
     cdef Py_ssize_t k
     cdef Ent* e
-    if n < NAME_MAX:
+    cdef uint64_t v = 0
+    cdef PyObject* o
+    if 0 < n <= 8:
+        for k in range(n):
+            v |= (<uint64_t>s[k]) << (8 * k)
+        o = _x8find(v, n)
+        if o != NULL:
+            return <object>o
+    elif 8 < n < NAME_MAX:
         for k in range(n):
             h = _hash_step(h, s[k])
         e = _lookup(_xtab, 127, s, n, h)
@@ -2177,7 +2231,18 @@ cdef object _ascii_exact(str text, const UCH* d, Py_ssize_t a, Py_ssize_t b, bin
     cdef UC c
     cdef size_t h = 5381
     cdef Ent* e
-    if n < NAME_MAX:
+    cdef uint64_t v = 0
+    cdef PyObject* o
+    if 0 < n <= 8:   # every exact name this short is in _x8key: a miss is final
+        for k in range(n):
+            c = d[a + k]           # token: ASCII
+            if upper and 97 <= c <= 122:
+                c -= 32
+            v |= (<uint64_t><unsigned char>c) << (8 * k)
+        o = _x8find(v, n)
+        if o != NULL:
+            return <object>o
+    elif 8 < n < NAME_MAX:
         for k in range(n):
             c = d[a + k]           # token: ASCII
             if upper and 97 <= c <= 122:
