@@ -16,7 +16,7 @@ parameters. While ``params`` is not built, ``branch`` (Via) and ``tag`` (Address
 cimport cython
 import sys as _sys
 from cpython.dict cimport PyDict_GetItem
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyObject_GenericGetAttr
 from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.unicode cimport PyUnicode_DecodeASCII
 
@@ -28,6 +28,19 @@ __all__ = ("URI", "Address", "CSeq", "Via", "escape_user", "quote")
 cdef lazy_fn _builder = NULL
 cdef str S_SIP = _sys.intern("sip")
 cdef str S_SIPS = _sys.intern("sips")
+# attribute names __getattribute__ answers itself (compared by identity: names in code are
+# interned; any other str with the same text takes the generic path, with the same result)
+cdef str S_URI = _sys.intern("uri")
+cdef str S_TAG = _sys.intern("tag")
+cdef str S_DISPLAY = _sys.intern("display")
+cdef str S_BRANCH = _sys.intern("branch")
+cdef str S_HOST = _sys.intern("host")
+cdef str S_PORT = _sys.intern("port")
+cdef str S_TRANSPORT = _sys.intern("transport")
+cdef str S_USER = _sys.intern("user")
+cdef str S_SCHEME = _sys.intern("scheme")
+cdef str S_SEQ = _sys.intern("seq")
+cdef str S_METHOD = _sys.intern("method")
 
 
 cdef int set_builder(lazy_fn fn) except -1:
@@ -83,6 +96,23 @@ cdef class URI:
         self.opaque = opaque
         self._txt = text
         self.lazy = 0
+
+    def __getattribute__(self, name):
+        # as Address.__getattribute__
+        if type(self) is URI:
+            if name is S_USER:
+                if self.lazy & LZ_TEXT:
+                    _uri_fill(self)
+                return self._user
+            if name is S_HOST:
+                if self.lazy & LZ_TEXT:
+                    _uri_fill(self)
+                return self._host
+            if name is S_PORT:
+                return self.port
+            if name is S_SCHEME:
+                return self.scheme
+        return PyObject_GenericGetAttr(self, name)
 
     @property
     def user(self):
@@ -273,6 +303,19 @@ cdef class Via:
         self._src = None
         self._found = None
 
+    def __getattribute__(self, name):
+        # as Address.__getattribute__
+        if type(self) is Via:
+            if name is S_BRANCH:
+                return self._found if self.lazy & LZ_PARAMS else _get(self._params, "branch")
+            if name is S_HOST:
+                return self.host
+            if name is S_PORT:
+                return self.port
+            if name is S_TRANSPORT:
+                return self.transport
+        return PyObject_GenericGetAttr(self, name)
+
     @property
     def branch(self):
         if self.lazy & LZ_PARAMS:
@@ -369,6 +412,25 @@ cdef inline void _addr_built(Address a) noexcept:
         a._found = None
 
 
+cdef object _addr_uri(Address self):
+    cdef URI u
+    if self.lazy & LZ_URI:
+        if self.lazy & LZ_USPANS:   # checked by the parser: strings made on first use
+            u = URI.__new__(URI)
+            u.scheme = S_SIPS if self._usips else S_SIP
+            u.port = self._uport
+            u._src = self._src
+            u.sp[:] = self.usp
+            u.lazy = LZ_TEXT | LZ_PARAMS | LZ_HEADERS
+            self._uri = u
+            self._uport = None
+        else:
+            self._uri = _build(self._src, self.srca, self.srcb, F_ADDR_URI)
+        self.lazy &= ~(LZ_URI | LZ_USPANS)
+        _addr_built(self)
+    return self._uri
+
+
 @cython.freelist(64)
 cdef class Address:
     """A name-addr or addr-spec with header params (From, To, Contact, Route...)."""
@@ -379,24 +441,22 @@ cdef class Address:
         self._params = {} if params is None else params
         self.lazy = 0
 
+    def __getattribute__(self, name):
+        # The hot reads without the generic look-up (type dict, descriptor call): what
+        # object.__getattribute__ returns for them, faster. Every other name, and every name
+        # of a subclass (which may override it), goes there.
+        if type(self) is Address:
+            if name is S_URI:
+                return _addr_uri(self)
+            if name is S_TAG:
+                return self._found if self.lazy & LZ_PARAMS else _get(self._params, "tag")
+            if name is S_DISPLAY:
+                return self.display
+        return PyObject_GenericGetAttr(self, name)
+
     @property
     def uri(self):
-        cdef URI u
-        if self.lazy & LZ_URI:
-            if self.lazy & LZ_USPANS:   # checked by the parser: strings made on first use
-                u = URI.__new__(URI)
-                u.scheme = S_SIPS if self._usips else S_SIP
-                u.port = self._uport
-                u._src = self._src
-                u.sp[:] = self.usp
-                u.lazy = LZ_TEXT | LZ_PARAMS | LZ_HEADERS
-                self._uri = u
-                self._uport = None
-            else:
-                self._uri = _build(self._src, self.srca, self.srcb, F_ADDR_URI)
-            self.lazy &= ~(LZ_URI | LZ_USPANS)
-            _addr_built(self)
-        return self._uri
+        return _addr_uri(self)
 
     @uri.setter
     def uri(self, value):
@@ -493,6 +553,15 @@ cdef class CSeq:
     def __init__(self, seq, method):
         self.seq = seq
         self.method = method
+
+    def __getattribute__(self, name):
+        # as Address.__getattribute__
+        if type(self) is CSeq:
+            if name is S_SEQ:
+                return self.seq
+            if name is S_METHOD:
+                return self.method
+        return PyObject_GenericGetAttr(self, name)
 
     def __reduce__(self):
         return (_rebuild, ("CSeq", (self.seq, self.method), {}))
