@@ -150,7 +150,6 @@ def test_values_have_no_instance_dict(tv: ModuleType) -> None:
             v.nope = 1  # type: ignore[attr-defined]
 
 
-
 def test_attribute_reads_by_any_spelling_and_in_subclasses(tv: ModuleType) -> None:
     # The C types answer their hot attribute names themselves when the name is the interned
     # str; a name built at run time, getattr, and a subclass's override give the same values.
@@ -159,10 +158,19 @@ def test_attribute_reads_by_any_spelling_and_in_subclasses(tv: ModuleType) -> No
     a = tv.Address(u, "Al", {"tag": "t1"})
     c = tv.CSeq(7, "INVITE")
     for obj, name, want in (
-        (u, "user", "alice"), (u, "host", "h"), (u, "port", 5060), (u, "scheme", "sip"),
-        (via, "branch", "z9hG4bK1"), (via, "host", "h"), (via, "port", 5060),
-        (via, "transport", "UDP"), (a, "uri", u), (a, "tag", "t1"), (a, "display", "Al"),
-        (c, "seq", 7), (c, "method", "INVITE"),
+        (u, "user", "alice"),
+        (u, "host", "h"),
+        (u, "port", 5060),
+        (u, "scheme", "sip"),
+        (via, "branch", "z9hG4bK1"),
+        (via, "host", "h"),
+        (via, "port", 5060),
+        (via, "transport", "UDP"),
+        (a, "uri", u),
+        (a, "tag", "t1"),
+        (a, "display", "Al"),
+        (c, "seq", 7),
+        (c, "method", "INVITE"),
     ):
         built = "".join(list(name))  # same text, not the interned object
         assert getattr(obj, name) == want and getattr(obj, built) == want
@@ -181,6 +189,7 @@ def test_attribute_reads_by_any_spelling_and_in_subclasses(tv: ModuleType) -> No
 
     assert MyAddress(u, None, {"tag": "t1"}).tag == "mine"
     assert MyVia("UDP", "h", None, {"branch": "b"}).branch == "mine"
+
 
 # ---------------------------------------------------------------------------------------------
 # the twins against each other on random values
