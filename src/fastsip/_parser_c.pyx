@@ -934,6 +934,7 @@ cdef object _parse_start(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, CLi
     cdef Py_ssize_t sp1, sp2, k
     cdef const unsigned char* q
     cdef object msg, version
+    cdef bint v20
     if e - s > lim.max_start_line:
         raise _err("start line too long", s, 513)
     if e - s >= 4 and (p[s] | 0x20) == 0x73 and (p[s + 1] | 0x20) == 0x69 \
@@ -972,8 +973,9 @@ cdef object _parse_start(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, CLi
     if q == NULL:
         raise _err("bad Request-Line", s)
     sp2 = q - p
+    v20 = e - sp2 - 1 == 7 and memcmp(p + sp2 + 1, b"SIP/2.0", 7) == 0   # (no SP in it)
     if sp1 == s or sp2 == sp1 + 1 or sp2 + 1 == e \
-            or memchr(p + sp2 + 1, CH_SP, <size_t>(e - sp2 - 1)) != NULL:
+            or (not v20 and memchr(p + sp2 + 1, CH_SP, <size_t>(e - sp2 - 1)) != NULL):
         raise _err("bad Request-Line", s)
     for k in range(s, sp1):
         if not (_ct[p[k]] & C_TOKEN):
@@ -981,7 +983,7 @@ cdef object _parse_start(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, CLi
     for k in range(sp1 + 1, sp2):
         if _ct[p[k]] & C_BADURI:
             raise _err("bad Request-URI", sp1 + 1)
-    if e - sp2 - 1 == 7 and memcmp(p + sp2 + 1, b"SIP/2.0", 7) == 0:
+    if v20:
         version = S_SIP20
     else:
         if not _version_ok(p, sp2 + 1, e):
@@ -2958,8 +2960,8 @@ cdef inline int _hot_id(str key) noexcept:
     return 0
 
 
-cdef bint _first_octets(object hs, str key, int hid, const unsigned char** p,
-                       Py_ssize_t* n) noexcept:
+cdef inline bint _first_octets(object hs, str key, int hid, const unsigned char** p,
+                              Py_ssize_t* n) noexcept:
     """For a _Head whose header section is ASCII: the octets of the first header with this
     (interned) key when its value str is not built yet (p, n set; True). False otherwise:
     no such header, the str exists, or the headers are a list (the caller takes _first)."""
@@ -3045,7 +3047,8 @@ cdef object _top_via_octets(object buf, const unsigned char* base, Py_ssize_t vs
     cdef Py_ssize_t top[7]
     if not PyLong_CheckExact(max_via):
         return None
-    limit = _clamp(max_via)
+    # (_lim_c.max_via is _lim_max_via clamped: no conversion for the usual Limits)
+    limit = _lim_c.max_via if max_via is _lim_max_via else _clamp(max_via)
     while True:
         i = _skip_ws(d, i, n)
         k = _plain_via(d, i, n, pv)
