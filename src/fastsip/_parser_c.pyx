@@ -533,14 +533,17 @@ cdef class _Shape:
         cdef Py_ssize_t off = self.off[k]
         cdef PyObject** addr
         cdef PyObject* old
-        if off:
+        if off:   # (small enough to be inlined: the setattr path is a call)
             addr = <PyObject**>((<char*><PyObject*>obj) + off)
             old = addr[0]
             Py_INCREF(value)
             addr[0] = <PyObject*>value
             Py_XDECREF(old)
-        else:
-            setattr(obj, self.names[k], value)
+            return 0
+        return self.put_attr(obj, k, value)
+
+    cdef int put_attr(self, object obj, int k, object value) except -1:
+        setattr(obj, self.names[k], value)
         return 0
 
 
@@ -1257,7 +1260,7 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t l
     if e < 0:
         raise _err("bare CR or LF in start line", start)
     msg = _parse_start(p, start, e, lim, hi == 0)
-    info.is_request = type(msg) is Request
+    info.is_request = Py_TYPE(msg) == _T_REQUEST
     info.cl_count = 0
     info.cl_value = NULL
     # (p[e + 2], p[e + 3] exist: _line_end found a CRLF at e, and a CRLF at e + 2 or more
