@@ -2715,6 +2715,9 @@ def parse_auth(text: str) -> Auth:
 cdef extern from "Python.h":
     # borrowed; unlike PyDict_GetItem it does not save and restore the error state each call
     PyObject* PyDict_GetItem "PyDict_GetItemWithError"(object d, object k) except? NULL
+    PyObject* _dict_get_noerr "PyDict_GetItemWithError"(object d, object k) noexcept
+    PyObject* PyErr_Occurred() noexcept
+    void PyErr_Clear() noexcept
     bint PyUnicode_CHECK_INTERNED(object o)
     bint PyDict_CheckExact(object o)
     bint PyList_CheckExact(object o)
@@ -2761,11 +2764,16 @@ cdef object _P_CSEQ = None, _P_CONTACTS = None, _P_EXPIRES = None, _P_MAX_FORWAR
 cdef object _P_CONTENT_LENGTH = None, _P_BYTES = None
 
 
-cdef inline PyObject* _cached(dict cache, str key) except? NULL:
-    """cache.get(key) (borrowed); a fresh message's empty cache costs no look-up."""
+cdef inline PyObject* _cached(dict cache, str key) noexcept:
+    """cache.get(key) (borrowed); a fresh message's empty cache costs no look-up. (A str key
+    in a dict of str keys cannot raise: an error would be dropped, as PyDict_GetItem does.)"""
+    cdef PyObject* r
     if PyDict_GET_SIZE(cache) == 0:
         return NULL
-    return PyDict_GetItem(cache, key)
+    r = _dict_get_noerr(cache, key)
+    if r == NULL and PyErr_Occurred() != NULL:
+        PyErr_Clear()
+    return r
 
 
 cdef inline PyObject* _slot(object o, Py_ssize_t off) noexcept:
@@ -2775,7 +2783,7 @@ cdef inline PyObject* _slot(object o, Py_ssize_t off) noexcept:
 cdef tuple _VC_KEYS = (S_AT_VIA, S_FROM, S_TO, S_CSEQ, S_CONTACT)   # by VC_ index
 
 
-cdef inline PyObject* _vget(object msg, int idx, str key) except? NULL:
+cdef inline PyObject* _vget(object msg, int idx, str key) noexcept:
     """The cached value for this key (borrowed), or NULL: in the _Head while the headers are
     offsets, else in ``_cache``."""
     cdef PyObject* hs = _slot(msg, _O_HEADERS)
