@@ -457,6 +457,55 @@ def _build_x8():
 _build_x8()
 
 
+# Header names the table above does not know ("X-Custom", "P-Foo"...), as written: the name
+# str and its key (header_key, interned), made once per distinct spelling and kept for the
+# life of the process, so that a message's entry can point to them as it does to _htab's
+# (no str, no header_key call per line). Insert-only and bounded: when full (a scanner
+# sending random names), further names take the general path, as before.
+ctypedef struct UEnt:
+    Py_ssize_t n                 # 0 = empty slot
+    unsigned char s[NAME_MAX]
+    PyObject* name
+    PyObject* key
+
+cdef enum:
+    UTAB_N = 1024                # slots
+    UTAB_MAX = 640               # names kept at most
+
+cdef UEnt _utab[UTAB_N]
+cdef Py_ssize_t _utab_count = 0
+
+
+cdef UEnt* _unknown_name(const unsigned char* s, Py_ssize_t n) except? NULL:
+    """The kept name and key for the token octets s[:n] (0 < n < NAME_MAX), made on first
+    sight; NULL when the table is full."""
+    global _utab_count
+    cdef size_t h = 5381
+    cdef Py_ssize_t k
+    cdef UEnt* e
+    for k in range(n):
+        h = _hash_step(h, s[k])
+    while True:
+        e = &_utab[h & (UTAB_N - 1)]
+        if e.n == 0:
+            break
+        if e.n == n and memcmp(e.s, s, n) == 0:
+            return e
+        h += 1
+    if _utab_count >= UTAB_MAX:
+        return NULL
+    name = _sys.intern(_ascii_str(s, n))
+    key = _sys.intern(header_key(name))
+    _KEEP.append(name)
+    _KEEP.append(key)
+    memcpy(e.s, s, n)
+    e.name = <PyObject*>name
+    e.key = <PyObject*>key
+    e.n = n
+    _utab_count += 1
+    return e
+
+
 cdef object _exact_ascii(const unsigned char* s, Py_ssize_t n):
     """The interned str for an exact well-known spelling (a method, "UDP"...), else a new str."""
     cdef size_t h = 5381
@@ -1251,6 +1300,7 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t l
     cdef PyObject* np
     cdef PyObject* vp
     cdef int own
+    cdef UEnt* ue
     cdef const unsigned char* q
     cdef object msg, name, key, value
 
@@ -1331,15 +1381,22 @@ cdef object _parse_fields(const unsigned char* p, Py_ssize_t start, Py_ssize_t l
                 np = _new_ascii(p + name_pos, nl)
                 own = OWN_NAME
         else:
-            name = _ascii_str(p + name_pos, nl)
-            key = header_key(name)
-            Py_INCREF(key)
-            Py_INCREF(name)
-            kp = <PyObject*>key
-            np = <PyObject*>name
-            own = OWN_KEY | OWN_NAME
+            ue = _unknown_name(p + name_pos, nl) if nl < NAME_MAX else NULL
+            if ue != NULL:
+                kp = ue.key
+                np = ue.name
+                own = 0
+            else:
+                name = _ascii_str(p + name_pos, nl)
+                key = header_key(name)
+                Py_INCREF(key)
+                Py_INCREF(name)
+                kp = <PyObject*>key
+                np = <PyObject*>name
+                own = OWN_KEY | OWN_NAME
         if (ent != NULL and (ent.flags & F_CONTENT_LENGTH)) or \
-                (ent == NULL and <object>kp == S_CONTENT_LENGTH):
+                (ent == NULL and (kp == <PyObject*>S_CONTENT_LENGTH or (
+                    own and <object>kp == S_CONTENT_LENGTH))):
             info.cl_count += 1
             if info.cl_count == 1:
                 info.cl_value = vp

@@ -593,6 +593,24 @@ def test_too_many_headers_and_long_lines() -> None:
     same_datagram(longstart, limits=Limits(max_start_line=100000))
 
 
+def test_unknown_header_names_before_and_after_the_name_table_fills() -> None:
+    # The C twin keeps the name and key of header names it has no entry for (bounded): the
+    # same headers as the pure twin when first seen, when seen again, in other cases, and
+    # once the table is full and names take the general path.
+    def msg(names: list[bytes]) -> bytes:
+        lines = b"".join(n + b": v\r\n" for n in names)
+        return b"OPTIONS sip:x SIP/2.0\r\n" + lines + b"Content-Length: 0\r\n\r\n"
+
+    for _ in range(2):
+        same_datagram(msg([b"X-Custom", b"x-custom", b"X-CUSTOM", b"P-Foo-Bar", b"y"]))
+    for start in range(0, 1200, 100):
+        names = [b"X-N%d" % i for i in range(start, start + 100)]
+        same_datagram(msg(names))
+        m = C.parse_datagram(msg(names))
+        assert [k for k, _ in m.headers][:2] == [f"X-N{start}", f"X-N{start + 1}"]
+        assert m.get(f"x-n{start}") == "v" and m.count(f"X-N{start + 99}") == 1
+
+
 def test_non_bytes_inputs() -> None:
     # Same exception *types* where both twins raise (the C twin refuses non-bytes inputs).
     assert outcome(lambda: C.parse_datagram("x" * 70000)) == outcome(
