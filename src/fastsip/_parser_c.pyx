@@ -1177,11 +1177,32 @@ cdef class _Head:
                         Py_XDECREF(self.ents[i].name)
                 Py_XDECREF(self.ents[i].value)
             if self.ents != self.small:
-                PyMem_Free(self.ents)
+                _head_free(self.ents, self.cap)
             self.ents = NULL
 
 
+# The arrays of HEAD_CAP1 entries that messages with more than HEAD_CAP0 headers grow into
+# (an INVITE through proxies often has 17-30) are kept when freed, for the next such message:
+# no malloc and free (too big for pymalloc) per message.
+cdef enum:
+    HEAD_CAP1 = 64
+    BIG_POOL_N = 8
+
+cdef HEnt* _big_pool[BIG_POOL_N]
+cdef int _big_count = 0
+
+
+cdef inline void _head_free(HEnt* ents, Py_ssize_t cap) noexcept:
+    global _big_count
+    if cap == HEAD_CAP1 and _big_count < BIG_POOL_N:
+        _big_pool[_big_count] = ents
+        _big_count += 1
+    else:
+        PyMem_Free(ents)
+
+
 cdef int _head_grow(_Head h) except -1:
+    global _big_count
     cdef Py_ssize_t cap
     cdef HEnt* grown
     if h.cap == 0:
@@ -1190,7 +1211,12 @@ cdef int _head_grow(_Head h) except -1:
         return 0
     cap = h.cap * 2
     if h.ents == h.small:
-        grown = <HEnt*>PyMem_Malloc(cap * sizeof(HEnt))
+        cap = HEAD_CAP1
+        if _big_count > 0:
+            _big_count -= 1
+            grown = _big_pool[_big_count]
+        else:
+            grown = <HEnt*>PyMem_Malloc(cap * sizeof(HEnt))
         if grown != NULL:
             memcpy(grown, h.small, h.n * sizeof(HEnt))
     else:

@@ -593,6 +593,24 @@ def test_too_many_headers_and_long_lines() -> None:
     same_datagram(longstart, limits=Limits(max_start_line=100000))
 
 
+def test_messages_with_more_headers_than_fit_inline() -> None:
+    # Past 16 headers the C twin moves its entries to a heap array, kept for reuse when the
+    # message goes (past 64 it grows further): interleaved sizes, several alive at once.
+    def msg(n: int) -> bytes:
+        lines = b"".join(b"Subject: s%d\r\n" % i for i in range(n))
+        return b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n" + lines + b"\r\n"
+
+    alive = []
+    for n in (17, 20, 70, 16, 64, 65, 98, 17) * 3:
+        same_datagram(msg(n))
+        m = C.parse_datagram(msg(n))
+        assert m.count("Subject") == n and m.via.branch == "z9hG4bKx"
+        alive.append(m)
+        if len(alive) > 5:
+            alive.pop(0)
+    assert [len(m.headers) for m in alive] == [17, 65, 66, 99, 18]
+
+
 def test_unknown_header_names_before_and_after_the_name_table_fills() -> None:
     # The C twin keeps the name and key of header names it has no entry for (bounded): the
     # same headers as the pure twin when first seen, when seen again, in other cases, and
