@@ -34,6 +34,8 @@ WORKLOADS: dict[str, tuple[str, str]] = {
     "fastsip-c parse 200 OK 5 Via": ("c|200 OK 5 Via", "parse(data)"),
     "fastsip-c parse+read 200 OK 5 Via": ("c|200 OK 5 Via", f"m = parse(data); {_READ}"),
     "fastsip-c parse+validate REGISTER": ("c|REGISTER", "parse(data).validate()"),
+    "fastsip-c parse REGISTER +10 known headers": ("c|REGISTER +10 known", "parse(data)"),
+    "fastsip-c parse REGISTER +10 unknown headers": ("c|REGISTER +10 unknown", "parse(data)"),
     "fastsip-c make_response+bytes (INVITE)": (
         "c|INVITE+SDP",
         "bytes(make_response(req, 200, to_tag='8321234356'))",
@@ -50,11 +52,11 @@ PEER_SHORT, PEER_LONG = 200, 1_200
 
 def _child(spec: str, body: str, n: int) -> None:
     """Run inside valgrind: set up, one warm-up iteration, then ``n`` iterations of ``body``."""
-    from benchmarks.messages import HTTP, MESSAGES
+    from benchmarks.messages import EXTRA, HTTP, MESSAGES
     from benchmarks.parsers import fastsip_fns, httptools_fn, sipmessage_fns, sippy_fns
 
     impl, message = spec.split("|")
-    data = HTTP if message == "HTTP" else MESSAGES[message]
+    data = HTTP if message == "HTTP" else MESSAGES.get(message) or EXTRA[message]
     ns: dict[str, object] = {"data": data}
     if impl == "httptools":
         ns["parse"] = httptools_fn()
