@@ -422,6 +422,15 @@ cdef inline size_t _x8slot(uint64_t v) noexcept nogil:
     return <size_t>((v * <uint64_t>0x9E3779B97F4A7C15ULL) >> 57)
 
 
+cdef inline uint64_t _x8pack(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    """s[:n] (n <= 8) as one word, s[0] in the low octet."""
+    cdef uint64_t v = 0
+    cdef Py_ssize_t k
+    for k in range(n):
+        v |= (<uint64_t>s[k]) << (8 * k)
+    return v
+
+
 cdef inline PyObject* _x8find(uint64_t v, Py_ssize_t n) noexcept nogil:
     cdef size_t i = _x8slot(v)
     while _x8key[i] != 0:
@@ -434,19 +443,16 @@ cdef inline PyObject* _x8find(uint64_t v, Py_ssize_t n) noexcept nogil:
 def _build_x8():
     cdef size_t i
     cdef uint64_t v
-    cdef Py_ssize_t k
     cdef bytes b
     for name in _EXACT_NAMES:
         b = name.encode("ascii")
         if len(b) > 8:
             continue
-        v = 0
-        for k in range(len(b)):
-            v |= (<uint64_t>b[k]) << (8 * k)
-        i = _x8slot(v)
-        while _x8key[i] != 0 and _x8key[i] != v:
-            i = (i + 1) & 127
-        if _x8key[i] == 0:
+        v = _x8pack(b, len(b))
+        if _x8find(v, len(b)) == NULL:
+            i = _x8slot(v)
+            while _x8key[i] != 0:
+                i = (i + 1) & 127
             name = _sys.intern(name)
             _KEEP.append(name)
             _x8key[i] = v
@@ -511,12 +517,9 @@ cdef object _exact_ascii(const unsigned char* s, Py_ssize_t n):
     cdef size_t h = 5381
     cdef Py_ssize_t k
     cdef Ent* e
-    cdef uint64_t v = 0
     cdef PyObject* o
     if 0 < n <= 8:
-        for k in range(n):
-            v |= (<uint64_t>s[k]) << (8 * k)
-        o = _x8find(v, n)
+        o = _x8find(_x8pack(s, n), n)
         if o != NULL:
             return <object>o
     elif 8 < n < NAME_MAX:

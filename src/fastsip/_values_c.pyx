@@ -80,6 +80,23 @@ cdef int _uri_fill(URI u) except -1:
     return 0
 
 
+cdef inline object _uri_user(URI u):
+    if u.lazy & LZ_TEXT:
+        _uri_fill(u)
+    return u._user
+
+
+cdef inline object _uri_host(URI u):
+    if u.lazy & LZ_TEXT:
+        _uri_fill(u)
+    return u._host
+
+
+cdef inline object _param_found(object found, unsigned char lazy, object params, str key):
+    """Via.branch / Address.tag: what the parser found while params is not built."""
+    return found if lazy & LZ_PARAMS else _get(params, key)
+
+
 @cython.freelist(32)
 cdef class URI:
     """A parsed URI. Treat as immutable; use :meth:`replace` to derive a changed copy."""
@@ -101,13 +118,9 @@ cdef class URI:
         # as Address.__getattribute__
         if type(self) is URI:
             if name is S_USER:
-                if self.lazy & LZ_TEXT:
-                    _uri_fill(self)
-                return self._user
+                return _uri_user(self)
             if name is S_HOST:
-                if self.lazy & LZ_TEXT:
-                    _uri_fill(self)
-                return self._host
+                return _uri_host(self)
             if name is S_PORT:
                 return self.port
             if name is S_SCHEME:
@@ -116,9 +129,7 @@ cdef class URI:
 
     @property
     def user(self):
-        if self.lazy & LZ_TEXT:
-            _uri_fill(self)
-        return self._user
+        return _uri_user(self)
 
     @user.setter
     def user(self, value):
@@ -128,9 +139,7 @@ cdef class URI:
 
     @property
     def host(self):
-        if self.lazy & LZ_TEXT:
-            _uri_fill(self)
-        return self._host
+        return _uri_host(self)
 
     @host.setter
     def host(self, value):
@@ -307,7 +316,7 @@ cdef class Via:
         # as Address.__getattribute__
         if type(self) is Via:
             if name is S_BRANCH:
-                return self._found if self.lazy & LZ_PARAMS else _get(self._params, "branch")
+                return _param_found(self._found, self.lazy, self._params, "branch")
             if name is S_HOST:
                 return self.host
             if name is S_PORT:
@@ -318,9 +327,7 @@ cdef class Via:
 
     @property
     def branch(self):
-        if self.lazy & LZ_PARAMS:
-            return self._found
-        return _get(self._params, "branch")
+        return _param_found(self._found, self.lazy, self._params, "branch")
 
     @property
     def received(self):
@@ -449,7 +456,7 @@ cdef class Address:
             if name is S_URI:
                 return _addr_uri(self)
             if name is S_TAG:
-                return self._found if self.lazy & LZ_PARAMS else _get(self._params, "tag")
+                return _param_found(self._found, self.lazy, self._params, "tag")
             if name is S_DISPLAY:
                 return self.display
         return PyObject_GenericGetAttr(self, name)
@@ -481,9 +488,7 @@ cdef class Address:
 
     @property
     def tag(self):
-        if self.lazy & LZ_PARAMS:
-            return self._found
-        return _get(self._params, "tag")
+        return _param_found(self._found, self.lazy, self._params, "tag")
 
     @property
     def expires(self):
