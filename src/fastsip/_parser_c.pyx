@@ -558,6 +558,98 @@ cdef bint _plain_class(object cls) except -1:
     )
 
 
+cdef extern from *:
+    """
+    /* Instances of Request and Response kept for reuse when they go (like the free list
+       Cython gives a cdef class): a parse then neither allocates nor frees its message, and
+       the dealloc clears the slots it knows instead of subtype_dealloc's generic walk. Only
+       installed when the class is exactly what this code expects (see _install_pool). The
+       ``keep`` slot (_cache) keeps its dict when it is empty and nobody else holds it. */
+    #define __FASTSIP_POOL_N 16
+    typedef struct {
+        PyTypeObject* tp;
+        Py_ssize_t off[12];
+        int noff;
+        Py_ssize_t keep;
+        int n;
+        PyObject* items[__FASTSIP_POOL_N];
+    } __fastsip_pool;
+    static __fastsip_pool __fastsip_pools[2];
+
+    static void __fastsip_pooled_dealloc(PyObject* o) {
+        PyTypeObject* tp = Py_TYPE(o);
+        __fastsip_pool* pl = tp == __fastsip_pools[0].tp ? &__fastsip_pools[0]
+                                                         : &__fastsip_pools[1];
+        PyObject** kept = NULL;
+        int i;
+        PyObject_GC_UnTrack(o);
+        for (i = 0; i < pl->noff; i++) {
+            PyObject** a = (PyObject**)((char*)o + pl->off[i]);
+            PyObject* v = *a;
+            if (v == NULL)
+                continue;
+            if (pl->off[i] == pl->keep && PyDict_CheckExact(v) && Py_REFCNT(v) == 1
+                    && PyDict_GET_SIZE(v) == 0) {
+                kept = a;
+                continue;
+            }
+            *a = NULL;
+            Py_DECREF(v);   /* (may run other deallocs, this one included: pl->n is read after) */
+        }
+        if (pl->n < __FASTSIP_POOL_N) {
+            pl->items[pl->n++] = o;
+        } else {
+            if (kept != NULL)
+                Py_CLEAR(*kept);
+            tp->tp_free(o);
+        }
+        Py_DECREF(tp);   /* the reference each instance of a heap type holds */
+    }
+
+    static PyObject* __fastsip_pooled_new(int k) {
+        __fastsip_pool* pl = &__fastsip_pools[k];
+        PyObject* o;
+        if (pl->n > 0) {
+            o = pl->items[--pl->n];
+            (void)PyObject_Init(o, pl->tp);
+            PyObject_GC_Track(o);
+            return o;
+        }
+        return PyType_GenericAlloc(pl->tp, 0);
+    }
+
+    #ifndef Py_TPFLAGS_MANAGED_DICT
+    #define Py_TPFLAGS_MANAGED_DICT 0
+    #endif
+    #ifndef Py_TPFLAGS_MANAGED_WEAKREF
+    #define Py_TPFLAGS_MANAGED_WEAKREF 0
+    #endif
+    /* The type's instances are plain: GC, heap type, fixed size, no dict, no weak references,
+       no finalizer, freed by PyObject_GC_Del. */
+    static int __fastsip_pool_type_ok(PyTypeObject* tp) {
+        return (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) && (tp->tp_flags & Py_TPFLAGS_HAVE_GC)
+            && !(tp->tp_flags & (Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF))
+            && tp->tp_itemsize == 0 && tp->tp_dictoffset == 0 && tp->tp_weaklistoffset == 0
+            && tp->tp_finalize == NULL && tp->tp_del == NULL && tp->tp_free == PyObject_GC_Del;
+    }
+
+    static void __fastsip_pool_install(int k, PyTypeObject* tp, const Py_ssize_t* off, int n,
+                                       Py_ssize_t keep) {
+        int i;
+        __fastsip_pools[k].tp = tp;
+        for (i = 0; i < n; i++)
+            __fastsip_pools[k].off[i] = off[i];
+        __fastsip_pools[k].noff = n;
+        __fastsip_pools[k].keep = keep;
+        tp->tp_dealloc = __fastsip_pooled_dealloc;
+    }
+    """
+    object _pooled_new "__fastsip_pooled_new"(int k)
+    bint _pool_type_ok "__fastsip_pool_type_ok"(PyTypeObject* tp)
+    void _pool_install "__fastsip_pool_install"(int k, PyTypeObject* tp, const Py_ssize_t* off,
+                                               int n, Py_ssize_t keep)
+
+
 cdef class _Shape:
     """How to build instances of one shared class fast (offsets per slot, in a fixed order)."""
 
@@ -565,6 +657,7 @@ cdef class _Shape:
     cdef bint plain
     cdef Py_ssize_t off[12]
     cdef tuple names
+    cdef int pool   # which instance pool new() takes from (_install_pool), -1: none
 
     def __init__(self, cls, names):
         if len(names) > 12:
@@ -572,11 +665,14 @@ cdef class _Shape:
         self.cls = cls
         self.names = tuple(names)
         self.plain = _plain_class(cls)
+        self.pool = -1
         cdef int k
         for k, name in enumerate(self.names):
             self.off[k] = _slot_offset(cls, name) if self.plain else 0
 
     cdef inline object new(self):
+        if self.pool >= 0:
+            return _pooled_new(self.pool)
         if self.plain:
             return PyType_GenericAlloc(<PyTypeObject*>self.cls, 0)
         return self.cls.__new__(self.cls)
@@ -617,6 +713,32 @@ _MSG_SLOTS = ("_cache", "_headers", "_limits", "_p", "_raw", "body", "version")
 cdef _Shape _REQ = _Shape(Request, _MSG_SLOTS + ("method", "uri_text"))
 cdef _Shape _RESP = _Shape(Response, _MSG_SLOTS + ("status", "reason"))
 cdef _Shape _AUTH = _Shape(Auth, ("scheme", "params", "quoted"))
+
+
+cdef int _install_pool(_Shape shape, int k) except -1:
+    """Give shape's class (Request or Response) the instance pool k, when its instances are
+    exactly the slots the shape names (every ``__slots__`` member of the class and its bases)."""
+    cdef PyTypeObject* tp = <PyTypeObject*>shape.cls
+    cdef int i, n = len(shape.names)
+    members = set()
+    for klass in shape.cls.__mro__:
+        for d in vars(klass).values():
+            if type(d) is _types.MemberDescriptorType:
+                members.add((<PyMemberDescrObject*><PyObject*>d).d_member.offset)
+    if not shape.plain or not _pool_type_ok(tp) or len(members) != n:
+        return 0
+    if shape.cls.__basicsize__ != object.__basicsize__ + n * sizeof(PyObject*):
+        return 0
+    for i in range(n):
+        if shape.off[i] == 0 or shape.off[i] not in members:
+            return 0
+    _pool_install(k, tp, shape.off, n, shape.off[M_CACHE])
+    shape.pool = k
+    return 0
+
+
+_install_pool(_REQ, 0)
+_install_pool(_RESP, 1)
 
 
 cdef object _new_uri(object scheme, object user, object password, object host, object port,
@@ -1297,7 +1419,8 @@ cdef object _parse_head(const unsigned char* p, Py_ssize_t start, Py_ssize_t lim
         _SELF = _sys.modules[__name__]
     info.head = <PyObject*>head
     shape.put(msg, M_HEADERS, head)
-    shape.put(msg, M_CACHE, {})
+    if _slot(msg, _O_CACHE) == NULL:   # (a pooled message keeps its empty dict)
+        shape.put(msg, M_CACHE, {})
     shape.put(msg, M_LIMITS, limits)
     shape.put(msg, M_P, _SELF)
     return msg
@@ -3717,7 +3840,8 @@ def _fast_response(request, status, reason, to_tag, headers, body, content_type)
     _RESP.put(resp, M_REASON,
               (<dict>_REASON_PHRASES).get(status, "") if reason is None else reason)
     _RESP.put(resp, M_VERSION, S_SIP20)
-    _RESP.put(resp, M_CACHE, {})
+    if _slot(resp, _O_CACHE) == NULL:
+        _RESP.put(resp, M_CACHE, {})
     _RESP.put(resp, M_RAW, None)
     _RESP.put(resp, M_P, <object>_slot(request, _O_P))
     _RESP.put(resp, M_LIMITS, <object>_slot(request, _O_LIMITS))

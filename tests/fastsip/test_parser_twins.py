@@ -8,6 +8,7 @@ offset).
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 from pathlib import Path
@@ -609,6 +610,83 @@ def test_messages_with_more_headers_than_fit_inline() -> None:
         if len(alive) > 5:
             alive.pop(0)
     assert [len(m.headers) for m in alive] == [17, 65, 66, 99, 18]
+
+
+def test_messages_reused_after_they_go() -> None:
+    # The C twin keeps up to 16 requests and 16 responses that went, and parses the next
+    # messages into them: nothing of an earlier message may show in a later one, whatever
+    # was read or changed in it, and a message still held is never reused.
+    reg = (
+        b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\n"
+        b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c1\r\n"
+        b"CSeq: 1 REGISTER\r\nContact: <sip:a@h>\r\nExpires: 60\r\nContent-Length: 2\r\n\r\nab"
+    )
+    opt = (
+        b"OPTIONS sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/TCP g;branch=z9hG4bKb\r\n"
+        b"From: <sip:b@example.com>;tag=2\r\nTo: <sip:b@example.com>\r\nCall-ID: c2\r\n"
+        b"CSeq: 2 OPTIONS\r\n\r\n"
+    )
+    ok = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\nCall-ID: c3\r\n\r\n"
+    held = []
+    for i in range(100):
+        m = C.parse_datagram(reg)
+        assert m.via.branch == "z9hG4bKa" and m.expires == 60 and m.body == b"ab"
+        if i % 3 == 0:
+            m.set("Subject", "changed")   # the header list built, the message modified
+            m._cache["@uri"] = m.uri
+        if i % 5 == 0:
+            held.append((i, m))
+        cache = m._cache if i % 7 == 0 else None   # a cache dict still held elsewhere
+        del m
+        m = C.parse_datagram(opt)
+        assert m.method == "OPTIONS" and m.uri_text == "sip:b@example.com" and not m.modified
+        assert m._cache == {} and m._cache is not cache
+        assert m.via.transport == "TCP" and m.cseq == CSeq(2, "OPTIONS") and m.expires is None
+        assert m.get("Subject") is None and m.contacts == [] and bytes(m) == opt and m.body == b""
+        assert m.headers == P.parse_datagram(opt).headers
+        r = C.parse_datagram(ok)
+        assert (r.status, r.reason, r.call_id, bytes(r)) == (200, "OK", "c3", ok)
+        resp = make_response(m, 486, to_tag="x")
+        assert resp.status == 486 and resp.to.tag == "x" and resp._cache.get("@uri") is None
+        del m, r, resp
+    for i, m in held:   # held messages kept their own values
+        assert m.get("Subject") == ("changed" if i % 3 == 0 else None)
+        assert m.call_id == "c1" and m.uri.host == "example.com" and m.via.branch == "z9hG4bKa"
+    # messages made by the pure code and subclasses go through the same classes' deallocs
+    for _ in range(40):
+        q = P.parse_datagram(reg)
+        assert q.call_id == "c1"
+        s = Request("OPTIONS", "sip:x@y", [("Call-ID", "z")])
+        assert s.call_id == "z"
+        del q, s
+
+    class Sub(Request):
+        __slots__ = ("extra",)
+
+    for _ in range(40):
+        x = Sub("OPTIONS", "sip:x@y", [("Call-ID", "z")])
+        x.extra = [x]   # a reference cycle: the collector frees it
+        assert x.call_id == "z"
+        del x
+    gc.collect()
+
+
+def test_a_message_in_a_reference_cycle_is_collected() -> None:
+    # A cycle through a parsed message's cache is broken by the collector (tp_clear), and the
+    # message goes back like any other.
+    freed = []
+
+    class Marker:
+        def __del__(self) -> None:
+            freed.append(True)
+
+    for _ in range(20):
+        m = C.parse_datagram(b"OPTIONS sip:x SIP/2.0\r\nCall-ID: a\r\n\r\n")
+        m._cache["self"] = (m, Marker())
+        del m
+    gc.collect()
+    assert len(freed) == 20
+    assert C.parse_datagram(b"OPTIONS sip:x SIP/2.0\r\nCall-ID: b\r\n\r\n")._cache == {}
 
 
 def test_unknown_header_names_before_and_after_the_name_table_fills() -> None:
