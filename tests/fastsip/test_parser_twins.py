@@ -632,11 +632,11 @@ def test_messages_reused_after_they_go() -> None:
         m = C.parse_datagram(reg)
         assert m.via.branch == "z9hG4bKa" and m.expires == 60 and m.body == b"ab"
         if i % 3 == 0:
-            m.set("Subject", "changed")   # the header list built, the message modified
+            m.set("Subject", "changed")  # the header list built, the message modified
             m._cache["@uri"] = m.uri
         if i % 5 == 0:
             held.append((i, m))
-        cache = m._cache if i % 7 == 0 else None   # a cache dict still held elsewhere
+        cache = m._cache if i % 7 == 0 else None  # a cache dict still held elsewhere
         del m
         m = C.parse_datagram(opt)
         assert m.method == "OPTIONS" and m.uri_text == "sip:b@example.com" and not m.modified
@@ -649,7 +649,7 @@ def test_messages_reused_after_they_go() -> None:
         resp = make_response(m, 486, to_tag="x")
         assert resp.status == 486 and resp.to.tag == "x" and resp._cache.get("@uri") is None
         del m, r, resp
-    for i, m in held:   # held messages kept their own values
+    for i, m in held:  # held messages kept their own values
         assert m.get("Subject") == ("changed" if i % 3 == 0 else None)
         assert m.call_id == "c1" and m.uri.host == "example.com" and m.via.branch == "z9hG4bKa"
     # messages made by the pure code and subclasses go through the same classes' deallocs
@@ -665,7 +665,7 @@ def test_messages_reused_after_they_go() -> None:
 
     for _ in range(40):
         x = Sub("OPTIONS", "sip:x@y", [("Call-ID", "z")])
-        x.extra = [x]   # a reference cycle: the collector frees it
+        x.extra = [x]  # a reference cycle: the collector frees it
         assert x.call_id == "z"
         del x
     gc.collect()
