@@ -1272,6 +1272,7 @@ cdef class _Head:
     cdef HEnt* ents         # small, or a heap array for a message with more headers
     cdef Py_ssize_t n
     cdef Py_ssize_t cap
+    cdef Py_ssize_t nref    # entries that hold a reference (own set or value built)
     cdef bint ascii         # the whole header section is ASCII (how values are decoded)
     # The values the C accessors parsed (top Via, From, To, CSeq, Contact list), kept here
     # while the headers are offsets instead of in the message's ``_cache`` dict (no dict
@@ -1293,14 +1294,18 @@ cdef class _Head:
         for i in range(VC_N):
             Py_XDECREF(self.vc[i])
             self.vc[i] = NULL
+        cdef Py_ssize_t left = self.nref   # (most entries hold none: stop after the last)
         if self.ents != NULL:
-            for i in range(self.n):
-                if self.ents[i].own:
+            i = 0
+            while left > 0 and i < self.n:
+                if self.ents[i].own or self.ents[i].value != NULL:
+                    left -= 1
                     if self.ents[i].own & OWN_KEY:
                         Py_XDECREF(self.ents[i].key)
                     if self.ents[i].own & OWN_NAME:
                         Py_XDECREF(self.ents[i].name)
-                Py_XDECREF(self.ents[i].value)
+                    Py_XDECREF(self.ents[i].value)
+                i += 1
             if self.ents != self.small:
                 _head_free(self.ents, self.cap)
             self.ents = NULL
@@ -1376,6 +1381,8 @@ cdef inline int _head_push(_Head h, PyObject* key, PyObject* name, PyObject* val
     e.vs = vs
     e.ve = ve
     h.n += 1
+    if own or value != NULL:
+        h.nref += 1
     return 0
 
 
@@ -1388,6 +1395,8 @@ cdef PyObject* _head_value(_Head h, Py_ssize_t i) except NULL:
         v = _decode(p, e.vs, e.ve, h.ascii)
         Py_INCREF(v)
         e.value = <PyObject*>v
+        if not e.own:
+            h.nref += 1
     return e.value
 
 
