@@ -2947,6 +2947,7 @@ cdef extern from "Python.h":
     PyObject* PyTuple_GET_ITEM(object o, Py_ssize_t i)
     bint PyObject_TypeCheck(object o, PyTypeObject* t)
     Py_ssize_t PyDict_GET_SIZE(object o)
+    char* _bytes_data "PyBytes_AS_STRING"(PyObject* o) noexcept
 
 
 cdef Py_ssize_t _O_CACHE = _slot_offset(Message, "_cache")
@@ -3013,13 +3014,11 @@ cdef inline PyObject* _vget(object msg, int idx, str key) noexcept:
 cdef inline int _vput(object msg, int idx, str key, object value) except -1:
     """Cache a parsed value where _vget finds it."""
     cdef PyObject* hs = _slot(msg, _O_HEADERS)
-    cdef _Head h
     cdef PyObject* old
     if type(<object>hs) is _Head:
-        h = <_Head><object>hs
-        old = h.vc[idx]
+        old = (<_Head>hs).vc[idx]
         Py_INCREF(value)
-        h.vc[idx] = <PyObject*>value
+        (<_Head>hs).vc[idx] = <PyObject*>value
         Py_XDECREF(old)
         return 0
     (<dict><object>_slot(msg, _O_CACHE))[key] = value
@@ -3194,21 +3193,28 @@ cdef inline bint _first_octets(object hs, str key, int hid, const unsigned char*
     """For a _Head whose header section is ASCII: the octets of the first header with this
     (interned) key when its value str is not built yet (p, n set; True). False otherwise:
     no such header, the str exists, or the headers are a list (the caller takes _first)."""
-    cdef _Head h
-    cdef Py_ssize_t i
-    cdef bint key_interned = PyUnicode_CHECK_INTERNED(key)
     if type(hs) is not _Head:
         return False
-    h = <_Head>hs
-    if not h.ascii or h.buf is None:
+    return _head_octets(<_Head>hs, key, hid, p, n)
+
+
+cdef bint _head_octets(_Head h, str key, int hid, const unsigned char** p,
+                       Py_ssize_t* n) noexcept:
+    """_first_octets of a _Head (h borrowed: no reference counting on this path)."""
+    cdef Py_ssize_t i
+    cdef PyObject* k
+    cdef PyObject* buf = <PyObject*>h.buf
+    cdef bint key_interned
+    if not h.ascii or buf == <PyObject*>None:
         return False
     if hid and h.indexed:   # hid: the caller's _hot_id(key)
         i = h.first[hid] - 1
         if i < 0 or h.ents[i].value != NULL:
             return False
-        p[0] = <const unsigned char*>PyBytes_AS_STRING(h.buf) + h.ents[i].vs
+        p[0] = <const unsigned char*>_bytes_data(buf) + h.ents[i].vs
         n[0] = h.ents[i].ve - h.ents[i].vs
         return True
+    key_interned = PyUnicode_CHECK_INTERNED(key)
     for i in range(h.n):
         k = h.ents[i].key
         if k == <PyObject*>key or (
@@ -3216,7 +3222,7 @@ cdef inline bint _first_octets(object hs, str key, int hid, const unsigned char*
                 and _same_key(k, key)):
             if h.ents[i].value != NULL:
                 return False
-            p[0] = <const unsigned char*>PyBytes_AS_STRING(h.buf) + h.ents[i].vs
+            p[0] = <const unsigned char*>_bytes_data(buf) + h.ents[i].vs
             n[0] = h.ents[i].ve - h.ents[i].vs
             return True
     return False
@@ -3435,15 +3441,11 @@ cdef bint _one_octets(object hs, str key, int hid, const unsigned char** p,
     return _first_octets(hs, key, hid, p, n)
 
 
-cdef inline object _head_buf(object hs):
-    return (<_Head>hs).buf
-
-
 cdef object _acc_via(object msg):
+    # (borrowed pointers on the usual path: no reference counting for the lookups)
     if not _mine(msg):
         return _P_VIA(msg)
-    cdef dict cache = <dict>_slot(msg, _O_CACHE)
-    cdef PyObject* r = _cached(cache, S_VIA)
+    cdef PyObject* r = _cached(<dict>_slot(msg, _O_CACHE), S_VIA)
     cdef PyObject* v
     if r != NULL:
         return (<object>r)[0] if <object>r else None
@@ -3453,18 +3455,27 @@ cdef object _acc_via(object msg):
     cdef const unsigned char* p
     cdef Py_ssize_t n
     cdef const unsigned char* base
-    hs = <object>_slot(msg, _O_HEADERS)
-    top = None
-    if _first_octets(hs, S_VIA, HOT_VIA, &p, &n):
-        buf = _head_buf(hs)
-        base = <const unsigned char*>PyBytes_AS_STRING(buf)
-        top = _top_via_octets(buf, base, p - base, p - base + n,
+    cdef PyObject* hs = _slot(msg, _O_HEADERS)
+    cdef PyObject* buf
+    if _first_octets(<object>hs, S_VIA, HOT_VIA, &p, &n):
+        buf = <PyObject*>(<_Head>hs).buf
+        base = <const unsigned char*>_bytes_data(buf)
+        top = _top_via_octets(<object>buf, base, p - base, p - base + n,
                               _max_via(<object>_slot(msg, _O_LIMITS)))
-    if top is None:
-        if _first(hs, S_VIA, &v) < 0:
-            return _P_VIA(msg)
-        if v != NULL:
-            top = _via_values(<object>v, _max_via(<object>_slot(msg, _O_LIMITS)), True)
+        if top is not None:
+            _vput(msg, VC_AT_VIA, S_AT_VIA, top)
+            return top
+    return _acc_via_slow(msg)
+
+
+cdef object _acc_via_slow(object msg):
+    """_acc_via when the top Via is not read from the octets."""
+    cdef PyObject* v
+    top = None
+    if _first(<object>_slot(msg, _O_HEADERS), S_VIA, &v) < 0:
+        return _P_VIA(msg)
+    if v != NULL:
+        top = _via_values(<object>v, _max_via(<object>_slot(msg, _O_LIMITS)), True)
     _vput(msg, VC_AT_VIA, S_AT_VIA, top)
     return top
 
@@ -3502,17 +3513,20 @@ cdef object _address_acc(object msg, int idx, str key, int hid, object pure):
     cdef const unsigned char* base
     if r != NULL:
         return <object>r
-    hs = <object>_slot(msg, _O_HEADERS)
+    cdef PyObject* hs = _slot(msg, _O_HEADERS)
+    cdef PyObject* buf
+    if _first_octets(<object>hs, key, hid, &p, &n):
+        buf = <PyObject*>(<_Head>hs).buf
+        base = <const unsigned char*>_bytes_data(buf)
+        cached = _addresses_octets(<object>buf, base, p - base, p - base + n, False)
+        if cached is not None:
+            _vput(msg, idx, key, cached)
+            return cached
     cached = None
-    if _first_octets(hs, key, hid, &p, &n):
-        buf = _head_buf(hs)
-        base = <const unsigned char*>PyBytes_AS_STRING(buf)
-        cached = _addresses_octets(buf, base, p - base, p - base + n, False)
-    if cached is None:
-        if _first(hs, key, &v) < 0:
-            return pure(msg)
-        if v != NULL:
-            cached = _dispatch_addresses(<object>v, False)
+    if _first(<object>hs, key, &v) < 0:
+        return pure(msg)
+    if v != NULL:
+        cached = _dispatch_addresses(<object>v, False)
     _vput(msg, idx, key, cached)
     return cached
 
@@ -3541,11 +3555,11 @@ cdef object _acc_cseq(object msg):
     cdef Py_ssize_t nraw
     if r != NULL:
         return <object>r
-    hs = <object>_slot(msg, _O_HEADERS)
-    if _first_octets(hs, S_CSEQ, HOT_CSEQ, &raw, &nraw):
+    cdef PyObject* hs = _slot(msg, _O_HEADERS)
+    if _first_octets(<object>hs, S_CSEQ, HOT_CSEQ, &raw, &nraw):
         cached = _parse_cseq(<str>None, raw, nraw)   # no value str: parsed from the octets
     else:
-        if _first(hs, S_CSEQ, &v) < 0:
+        if _first(<object>hs, S_CSEQ, &v) < 0:
             return _P_CSEQ(msg)
         cached = None if v == NULL else _cseq_value(<object>v)
     _vput(msg, VC_CSEQ, S_CSEQ, cached)
@@ -3607,17 +3621,25 @@ cdef object _acc_contacts(object msg):
     cdef const unsigned char* p
     cdef Py_ssize_t n
     cdef const unsigned char* base
+    cdef PyObject* buf
     if _one_octets(<object>hs, S_CONTACT, HOT_CONTACT, &p, &n):
         if n == 1 and p[0] == 42:   # "*" (RFC 3261 §10.2.2)
             cached = []
         else:
-            buf = _head_buf(<object>hs)
-            base = <const unsigned char*>PyBytes_AS_STRING(buf)
-            cached = _addresses_octets(buf, base, p - base, p - base + n, True)
+            buf = <PyObject*>(<_Head>hs).buf
+            base = <const unsigned char*>_bytes_data(buf)
+            cached = _addresses_octets(<object>buf, base, p - base, p - base + n, True)
         if cached is not None:
             _vput(msg, VC_CONTACT, S_CONTACT, cached)
             return cached
-    cdef object one = _one_value(<object>hs, S_CONTACT)
+    return _acc_contacts_slow(msg)
+
+
+cdef object _acc_contacts_slow(object msg):
+    """_acc_contacts when the Contact list is not read from the octets."""
+    hs = <object>_slot(msg, _O_HEADERS)
+    cdef list cached
+    cdef object one = _one_value(hs, S_CONTACT)
     if one is not None:   # the usual message: exactly one Contact line
         if one == S_STAR:   # RFC 3261 §10.2.2 (an exact str: no __eq__ of a caller's object)
             cached = []
@@ -3626,7 +3648,7 @@ cdef object _acc_contacts(object msg):
         _vput(msg, VC_CONTACT, S_CONTACT, cached)
         return cached
     cdef list values = []
-    if _all(<object>hs, S_CONTACT, values) < 0:
+    if _all(hs, S_CONTACT, values) < 0:
         return _P_CONTACTS(msg)
     cached = []
     if _has_star(values, type(<object>_slot(msg, _O_HEADERS)) is _Head):
