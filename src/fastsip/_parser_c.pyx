@@ -1386,8 +1386,14 @@ cdef inline int _head_push(_Head h, PyObject* key, PyObject* name, PyObject* val
     return 0
 
 
-cdef PyObject* _head_value(_Head h, Py_ssize_t i) except NULL:
+cdef inline PyObject* _head_value(_Head h, Py_ssize_t i) except NULL:
     """The value str of entry i (borrowed; built from the bytes and kept on first use)."""
+    if h.ents[i].value != NULL:
+        return h.ents[i].value
+    return _head_value_new(h, i)
+
+
+cdef PyObject* _head_value_new(_Head h, Py_ssize_t i) except NULL:
     cdef HEnt* e = &h.ents[i]
     cdef const unsigned char* p
     if e.value == NULL:
@@ -3123,11 +3129,24 @@ cdef inline bint _same_key(PyObject* k, str key) noexcept:
     return PyUnicode_GET_LENGTH(<object>k) == PyUnicode_GET_LENGTH(key) and <str><object>k == key
 
 
-cdef int _first(object hs, str key, PyObject** out) except -2:
+cdef inline int _first(object hs, str key, PyObject** out) except -2:
     """out = the value (borrowed) of the first header with this key, or NULL.
 
     Returns -1 when an entry is not a 3-tuple with a str key (the caller defers to pure).
     """
+    cdef int hid
+    if type(hs) is _Head and (<_Head>hs).indexed:
+        hid = _hot_id(key)
+        if hid:
+            out[0] = NULL
+            if (<_Head>hs).first[hid]:
+                out[0] = _head_value(<_Head>hs, (<_Head>hs).first[hid] - 1)
+            return 0
+    return _first_any(hs, key, out)
+
+
+cdef int _first_any(object hs, str key, PyObject** out) except -2:
+    """_first by a scan of the entries."""
     cdef Py_ssize_t i, n
     cdef PyObject* t
     cdef PyObject* k
@@ -3198,13 +3217,11 @@ cdef inline bint _first_octets(object hs, str key, int hid, const unsigned char*
     return _head_octets(<_Head>hs, key, hid, p, n)
 
 
-cdef bint _head_octets(_Head h, str key, int hid, const unsigned char** p,
-                       Py_ssize_t* n) noexcept:
+cdef inline bint _head_octets(_Head h, str key, int hid, const unsigned char** p,
+                              Py_ssize_t* n) noexcept:
     """_first_octets of a _Head (h borrowed: no reference counting on this path)."""
     cdef Py_ssize_t i
-    cdef PyObject* k
     cdef PyObject* buf = <PyObject*>h.buf
-    cdef bint key_interned
     if not h.ascii or buf == <PyObject*>None:
         return False
     if hid and h.indexed:   # hid: the caller's _hot_id(key)
@@ -3214,7 +3231,16 @@ cdef bint _head_octets(_Head h, str key, int hid, const unsigned char** p,
         p[0] = <const unsigned char*>_bytes_data(buf) + h.ents[i].vs
         n[0] = h.ents[i].ve - h.ents[i].vs
         return True
-    key_interned = PyUnicode_CHECK_INTERNED(key)
+    return _head_octets_scan(h, key, p, n)
+
+
+cdef bint _head_octets_scan(_Head h, str key, const unsigned char** p,
+                            Py_ssize_t* n) noexcept:
+    """_head_octets by a scan of the entries (a key without a HOT_ id, or no index)."""
+    cdef Py_ssize_t i
+    cdef PyObject* k
+    cdef PyObject* buf = <PyObject*>h.buf
+    cdef bint key_interned = PyUnicode_CHECK_INTERNED(key)
     for i in range(h.n):
         k = h.ents[i].key
         if k == <PyObject*>key or (
