@@ -627,6 +627,10 @@ cdef extern from *:
     /* The type's instances are plain: GC, heap type, fixed size, no dict, no weak references,
        no finalizer, freed by PyObject_GC_Del. */
     static int __fastsip_pool_type_ok(PyTypeObject* tp) {
+    #ifdef Py_GIL_DISABLED
+        (void)tp;
+        return 0;   /* the pool is shared state: the GIL guards it */
+    #endif
         return (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) && (tp->tp_flags & Py_TPFLAGS_HAVE_GC)
             && !(tp->tp_flags & (Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF))
             && tp->tp_itemsize == 0 && tp->tp_dictoffset == 0 && tp->tp_weaklistoffset == 0
@@ -739,6 +743,11 @@ cdef int _install_pool(_Shape shape, int k) except -1:
 
 _install_pool(_REQ, 0)
 _install_pool(_RESP, 1)
+
+
+def _message_pools() -> tuple[bool, bool]:
+    """Whether requests and responses are kept for reuse (see _install_pool): for the tests."""
+    return _REQ.pool >= 0, _RESP.pool >= 0
 
 
 cdef object _new_uri(object scheme, object user, object password, object host, object port,

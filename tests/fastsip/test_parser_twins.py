@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import inspect
 import os
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -616,6 +617,8 @@ def test_messages_reused_after_they_go() -> None:
     # The C twin keeps up to 16 requests and 16 responses that went, and parses the next
     # messages into them: nothing of an earlier message may show in a later one, whatever
     # was read or changed in it, and a message still held is never reused.
+    gil = not sysconfig.get_config_var("Py_GIL_DISABLED")
+    assert C._message_pools() == (gil, gil)   # installed on every CPython built with a GIL
     reg = (
         b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\n"
         b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c1\r\n"
