@@ -618,7 +618,7 @@ def test_messages_reused_after_they_go() -> None:
     # messages into them: nothing of an earlier message may show in a later one, whatever
     # was read or changed in it, and a message still held is never reused.
     gil = not sysconfig.get_config_var("Py_GIL_DISABLED")
-    assert C._message_pools() == (gil, gil)   # installed on every CPython built with a GIL
+    assert C._message_pools() == (gil, gil)  # installed on every CPython built with a GIL
     reg = (
         b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\n"
         b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c1\r\n"
