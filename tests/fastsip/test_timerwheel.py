@@ -758,6 +758,11 @@ def test_finalizer_reentering_during_advance(TimerWheel: Any) -> None:
 
 
 @pytest.mark.c_only
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12),
+    reason="from 3.12 on the collector runs between bytecodes (the eval breaker), never inside "
+    "a C function's allocation: the re-entry this test forces cannot happen there",
+)
 def test_c_gc_finalizer_reentering_inside_advance() -> None:
     # Force a collection at advance()'s one Python allocation: a cyclic garbage object whose
     # finalizer cancels timers that are already in the fired list. They must not come out.
