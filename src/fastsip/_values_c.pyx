@@ -92,6 +92,22 @@ cdef inline object _uri_host(URI u):
     return u._host
 
 
+cdef inline object _via_host(Via v):
+    """Via.host, made from the message's octets on first use when the parser left it there."""
+    if v.lazy & LZ_VHOST:
+        v._host = _ascii(PyBytes_AS_STRING(v._src), v.hsa, v.hsb)
+        v.lazy &= ~LZ_VHOST
+    return v._host
+
+
+cdef inline void _via_drop_src(Via v):
+    """Drop a Via's source text once its params are built (its host first, if still there)."""
+    if v.lazy & LZ_VHOST:
+        _via_host(v)
+    v._src = None
+    v._found = None
+
+
 cdef inline object _param_found(object found, unsigned char lazy, object params, str key):
     """Via.branch / Address.tag: what the parser found while params is not built."""
     return found if lazy & LZ_PARAMS else _get(params, key)
@@ -291,7 +307,7 @@ cdef class Via:
     def __init__(self, transport, host, port=None, params=None, *, protocol="SIP/2.0"):
         self.protocol = protocol
         self.transport = transport
-        self.host = host
+        self._host = host
         self.port = port
         self._params = {} if params is None else params
         self.lazy = 0
@@ -301,16 +317,23 @@ cdef class Via:
         if self.lazy & LZ_PARAMS:
             self._params = _build(self._src, self.srca, self.srcb, F_VIA_PARAMS)
             self.lazy &= ~LZ_PARAMS
-            self._src = None
-            self._found = None
+            _via_drop_src(self)
         return self._params
 
     @params.setter
     def params(self, value):
         self._params = value
         self.lazy &= ~LZ_PARAMS
-        self._src = None
-        self._found = None
+        _via_drop_src(self)
+
+    @property
+    def host(self):
+        return _via_host(self)
+
+    @host.setter
+    def host(self, value):
+        self._host = value
+        self.lazy &= ~LZ_VHOST
 
     def __getattribute__(self, name):
         # as Address.__getattribute__
@@ -318,7 +341,7 @@ cdef class Via:
             if name is S_BRANCH:
                 return _param_found(self._found, self.lazy, self._params, "branch")
             if name is S_HOST:
-                return self.host
+                return _via_host(self)
             if name is S_PORT:
                 return self.port
             if name is S_TRANSPORT:
@@ -355,11 +378,12 @@ cdef class Via:
 
     @property
     def sent_by(self):
-        return self.host if self.port is None else f"{self.host}:{self.port}"
+        h = _via_host(self)
+        return h if self.port is None else f"{h}:{self.port}"
 
     @property
     def host_address(self):
-        h = self.host
+        h = _via_host(self)
         return h[1:len(h) - 1] if h.startswith("[") and h.endswith("]") else h
 
     @property
@@ -371,7 +395,7 @@ cdef class Via:
     def replace(self, **changes):
         fields = {
             "transport": self.transport,
-            "host": self.host,
+            "host": _via_host(self),
             "port": self.port,
             "params": dict(self.params),
             "protocol": self.protocol,
@@ -379,7 +403,7 @@ cdef class Via:
         return Via(**_changed("Via", fields, changes))
 
     def __reduce__(self):
-        args = (self.transport, self.host, self.port, self.params)
+        args = (self.transport, _via_host(self), self.port, self.params)
         return (_rebuild, ("Via", args, {"protocol": self.protocol}))
 
     def __copy__(self):
@@ -395,7 +419,8 @@ cdef class Via:
         return f"Via({str(self)!r})"
 
     def _key(self):
-        return (self.protocol, self.transport, self.host, self.port, tuple(self.params.items()))
+        return (self.protocol, self.transport, _via_host(self), self.port,
+                tuple(self.params.items()))
 
     def __eq__(self, other):
         if not isinstance(other, Via):

@@ -1534,6 +1534,35 @@ def test_uri_of_an_address_read_from_octets() -> None:
         assert reads(P, first) == reads(C, first)
 
 
+def test_top_via_host_read_from_octets() -> None:
+    """The C twin makes the top Via's host str from the message's octets when it is first read:
+    the same host, whatever was read, copied or changed before it, as in the pure twin."""
+    import copy
+    import pickle
+
+    def reads(twin: Any, first: str) -> Any:
+        v = twin.parse_datagram(REG).via
+        out: list[Any] = []
+        if first == "params":  # building the params lets go of the octets
+            out.append(dict(v.params))
+        elif first == "set":
+            v.host = "other.example"
+        elif first == "copy":
+            out.append(deep(copy.copy(v)))
+            out.append(deep(pickle.loads(pickle.dumps(v))))
+        elif first == "str":
+            out.append((str(v), v.sent_by, v.host_address, hash(v) == hash(v)))
+        elif first == "replace":
+            out.append(deep(v.replace(port=5070)))
+        out.append((v.host, deep(v), str(v), v.sent_by))
+        return out
+
+    for first in ("params", "set", "copy", "str", "replace", "plain"):
+        assert reads(P, first) == reads(C, first)
+    v = C.parse_datagram(REG).via
+    assert v == P.parse_datagram(REG).via and v.host == "192.0.2.10"
+
+
 def test_c_validate_matches_the_pure_method_on_c_messages() -> None:
     from fastsip import message
 
