@@ -52,7 +52,7 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 cimport cython
 from fastsip._values_c cimport (URI, Via, Address, CSeq, set_builder, LZ_PARAMS, LZ_URI, LZ_USPANS,
-                                LZ_HEADERS, LZ_VHOST, F_VIA_PARAMS, F_ADDR_URI, F_ADDR_PARAMS)
+                                LZ_HEADERS, F_VIA_PARAMS, F_ADDR_URI, F_ADDR_PARAMS)
 
 import sys as _sys
 import inspect as _inspect
@@ -780,7 +780,7 @@ cdef object _new_via(object protocol, object transport, object host, object port
     cdef Via o = Via.__new__(Via)
     o.protocol = protocol
     o.transport = transport
-    o._host = host
+    o.host = host
     o.port = port
     if params is not None:
         o._params = params
@@ -3317,7 +3317,6 @@ cdef object _top_via_octets(object buf, const unsigned char* base, Py_ssize_t vs
     cdef Py_ssize_t top[7]
     if not PyLong_CheckExact(max_via):
         return None
-    top[2] = top[3] = 0   # (set by the first turn of the loop; the compiler cannot tell)
     # (_lim_c.max_via is _lim_max_via clamped: no conversion for the usual Limits)
     limit = _lim_c.max_via if max_via is _lim_max_via else _clamp(max_via)
     while True:
@@ -3338,14 +3337,13 @@ cdef object _top_via_octets(object buf, const unsigned char* base, Py_ssize_t vs
     cdef Via o = Via.__new__(Via)
     o.protocol = S_SIP20
     o.transport = _ascii_exact(None, d, top[0], top[1], True)
-    o.hsa = vs + top[2]   # the host str is made when read (LZ_VHOST)
-    o.hsb = vs + top[3]
+    o.host = _oct(d, top[2], top[3])
     o.port = _port_obj(top[4])
     o._src = buf
     o.srca = vs + ta
     o.srcb = vs + tb
     o._found = None if top[5] < 0 else _oct(d, top[5], top[6])
-    o.lazy = LZ_PARAMS | LZ_VHOST
+    o.lazy = LZ_PARAMS
     return o
 
 
@@ -3423,7 +3421,7 @@ cdef Py_ssize_t _plain_address(const unsigned char* d, Py_ssize_t i, Py_ssize_t 
     return _plain_params(d, i, n, in_list, b"tag", 3, &o[2])
 
 
-cdef inline object _address_octets(object buf, const unsigned char* base, Py_ssize_t vs,
+cdef object _address_octets(object buf, const unsigned char* base, Py_ssize_t vs,
                             Py_ssize_t* o, Py_ssize_t* uo, Py_ssize_t end):
     """The Address _plain_address found (base + vs is the value's start). A URI without
     parameters is made from its spans when read (its strings when they are read)."""

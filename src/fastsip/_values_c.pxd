@@ -9,7 +9,6 @@ cdef enum:
     LZ_HEADERS = 4
     LZ_TEXT = 8      # URI: user, host and text not built yet (ASCII octets of _src at sp)
     LZ_USPANS = 16   # Address (with LZ_URI): its URI is plain, without parameters, at usp
-    LZ_VHOST = 32    # Via: host not built yet (ASCII octets of _src at hsa:hsb)
 
 cdef enum:
     # what the builder registered by the parser makes from ``_src``
@@ -32,10 +31,9 @@ cdef class URI:
 
 
 cdef class Via:
-    cdef public object protocol, transport, port
-    cdef object _host, _params, _src, _found   # _found: the branch, while params is lazy
+    cdef public object protocol, transport, host, port
+    cdef object _params, _src, _found   # _found: the branch, while params is lazy
     cdef Py_ssize_t srca, srcb          # the text's span when _src is bytes
-    cdef Py_ssize_t hsa, hsb            # with LZ_VHOST: the host's span in _src (bytes)
     cdef unsigned char lazy
 
 

@@ -14,6 +14,7 @@ parameters. While ``params`` is not built, ``branch`` (Via) and ``tag`` (Address
 """
 
 cimport cython
+from libc.string cimport memcpy
 import sys as _sys
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject, PyObject_GenericGetAttr
@@ -65,8 +66,18 @@ cdef inline object _get(object d, str key):
 
 
 # ---------------------------------------------------------------------------------------------
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
+
+
 cdef inline object _ascii(const char* p, Py_ssize_t a, Py_ssize_t b):
-    return PyUnicode_DecodeASCII(p + a, b - a, NULL)
+    """p[a:b] as a str: octets the parser checked as ASCII, copied without a second check."""
+    if b - a <= 1:
+        return PyUnicode_DecodeASCII(p + a, b - a, NULL)   # shared 0/1-character strs
+    s = PyUnicode_New(b - a, 127)
+    memcpy(PyUnicode_DATA(s), p + a, b - a)
+    return s
 
 
 cdef int _uri_fill(URI u) except -1:
@@ -90,22 +101,6 @@ cdef inline object _uri_host(URI u):
     if u.lazy & LZ_TEXT:
         _uri_fill(u)
     return u._host
-
-
-cdef inline object _via_host(Via v):
-    """Via.host, made from the message's octets on first use when the parser left it there."""
-    if v.lazy & LZ_VHOST:
-        v._host = _ascii(PyBytes_AS_STRING(v._src), v.hsa, v.hsb)
-        v.lazy &= ~LZ_VHOST
-    return v._host
-
-
-cdef inline void _via_drop_src(Via v):
-    """Drop a Via's source text once its params are built (its host first, if still there)."""
-    if v.lazy & LZ_VHOST:
-        _via_host(v)
-    v._src = None
-    v._found = None
 
 
 cdef inline object _param_found(object found, unsigned char lazy, object params, str key):
@@ -307,7 +302,7 @@ cdef class Via:
     def __init__(self, transport, host, port=None, params=None, *, protocol="SIP/2.0"):
         self.protocol = protocol
         self.transport = transport
-        self._host = host
+        self.host = host
         self.port = port
         self._params = {} if params is None else params
         self.lazy = 0
@@ -317,23 +312,16 @@ cdef class Via:
         if self.lazy & LZ_PARAMS:
             self._params = _build(self._src, self.srca, self.srcb, F_VIA_PARAMS)
             self.lazy &= ~LZ_PARAMS
-            _via_drop_src(self)
+            self._src = None
+            self._found = None
         return self._params
 
     @params.setter
     def params(self, value):
         self._params = value
         self.lazy &= ~LZ_PARAMS
-        _via_drop_src(self)
-
-    @property
-    def host(self):
-        return _via_host(self)
-
-    @host.setter
-    def host(self, value):
-        self._host = value
-        self.lazy &= ~LZ_VHOST
+        self._src = None
+        self._found = None
 
     def __getattribute__(self, name):
         # as Address.__getattribute__
@@ -341,7 +329,7 @@ cdef class Via:
             if name is S_BRANCH:
                 return _param_found(self._found, self.lazy, self._params, "branch")
             if name is S_HOST:
-                return _via_host(self)
+                return self.host
             if name is S_PORT:
                 return self.port
             if name is S_TRANSPORT:
@@ -378,12 +366,11 @@ cdef class Via:
 
     @property
     def sent_by(self):
-        h = _via_host(self)
-        return h if self.port is None else f"{h}:{self.port}"
+        return self.host if self.port is None else f"{self.host}:{self.port}"
 
     @property
     def host_address(self):
-        h = _via_host(self)
+        h = self.host
         return h[1:len(h) - 1] if h.startswith("[") and h.endswith("]") else h
 
     @property
@@ -395,7 +382,7 @@ cdef class Via:
     def replace(self, **changes):
         fields = {
             "transport": self.transport,
-            "host": _via_host(self),
+            "host": self.host,
             "port": self.port,
             "params": dict(self.params),
             "protocol": self.protocol,
@@ -403,7 +390,7 @@ cdef class Via:
         return Via(**_changed("Via", fields, changes))
 
     def __reduce__(self):
-        args = (self.transport, _via_host(self), self.port, self.params)
+        args = (self.transport, self.host, self.port, self.params)
         return (_rebuild, ("Via", args, {"protocol": self.protocol}))
 
     def __copy__(self):
@@ -419,8 +406,7 @@ cdef class Via:
         return f"Via({str(self)!r})"
 
     def _key(self):
-        return (self.protocol, self.transport, _via_host(self), self.port,
-                tuple(self.params.items()))
+        return (self.protocol, self.transport, self.host, self.port, tuple(self.params.items()))
 
     def __eq__(self, other):
         if not isinstance(other, Via):

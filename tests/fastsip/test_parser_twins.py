@@ -1535,8 +1535,8 @@ def test_uri_of_an_address_read_from_octets() -> None:
 
 
 def test_top_via_host_read_from_octets() -> None:
-    """The C twin makes the top Via's host str from the message's octets when it is first read:
-    the same host, whatever was read, copied or changed before it, as in the pure twin."""
+    """The top Via read from the message's octets by the C twin: the same host and value as in
+    the pure twin, whatever was read, copied or changed before it."""
     import copy
     import pickle
 
