@@ -52,7 +52,7 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 cimport cython
 from fastsip._values_c cimport (URI, Via, Address, CSeq, set_builder, LZ_PARAMS, LZ_URI, LZ_USPANS,
-                                LZ_HEADERS, F_VIA_PARAMS, F_ADDR_URI, F_ADDR_PARAMS)
+                                LZ_HEADERS, F_VIA_PARAMS, F_ADDR_URI)
 
 import sys as _sys
 import inspect as _inspect
@@ -650,8 +650,8 @@ cdef extern from *:
     """
     object _pooled_new "__fastsip_pooled_new"(int k)
     bint _pool_type_ok "__fastsip_pool_type_ok"(PyTypeObject* tp)
-    void _pool_install "__fastsip_pool_install"(int k, PyTypeObject* tp, const Py_ssize_t* off,
-                                               int n, Py_ssize_t keep)
+    void _pool_install "__fastsip_pool_install"(
+        int k, PyTypeObject* tp, const Py_ssize_t* off, int n, Py_ssize_t keep)
 
 
 cdef class _Shape:
@@ -2660,7 +2660,8 @@ cdef object _parse_via(str text, const UCH* d, Py_ssize_t n, object max_via, bin
             else:
                 host = _parse_host(text, d, i, j, "Via", &port)
                 i = k
-            # params: checked now, built on first access (_values_c.Via.params) from this via-parm's text
+            # params: checked now, built on first access (_values_c.Via.params) from the
+            # via-parm's text
             i = _gen_params(text, d, i, n, None, "Via", True, b"branch", 6, found)
             if vb - va == 3 and nb - na == 3 and d[na] == 0x53 and d[na + 1] == 0x49 \
                     and d[na + 2] == 0x50 and d[va] == 0x32 and d[va + 1] == 0x2E \
@@ -3217,7 +3218,7 @@ cdef inline int _hot_id(str key) noexcept:
 
 
 cdef inline bint _first_octets(object hs, str key, int hid, const unsigned char** p,
-                              Py_ssize_t* n) noexcept:
+                               Py_ssize_t* n) noexcept:
     """For a _Head whose header section is ASCII: the octets of the first header with this
     (interned) key when its value str is not built yet (p, n set; True). False otherwise:
     no such header, the str exists, or the headers are a list (the caller takes _first)."""
@@ -3312,7 +3313,7 @@ cdef object _top_via_octets(object buf, const unsigned char* base, Py_ssize_t vs
     """The top Via of the header value base[vs:ve] when every via-parm in it is plain (all are
     checked, as _parse_via does), else None."""
     cdef const unsigned char* d = base + vs
-    cdef Py_ssize_t n = ve - vs, i = 0, k, na, ta = 0, tb = 0, limit, count = 0
+    cdef Py_ssize_t n = ve - vs, i = 0, k, ta = 0, tb = 0, limit, count = 0
     cdef Py_ssize_t pv[7]
     cdef Py_ssize_t top[7]
     if not PyLong_CheckExact(max_via):
@@ -3468,8 +3469,16 @@ cdef object _addresses_octets(object buf, const unsigned char* base, Py_ssize_t 
     return out
 
 
+cdef inline object _head_addresses(PyObject* hs, const unsigned char* p, Py_ssize_t n,
+                                   bint in_list):
+    """_addresses_octets of p[:n], octets of a header value in the bytes of the _Head hs."""
+    cdef PyObject* buf = <PyObject*>(<_Head>hs).buf
+    cdef const unsigned char* base = <const unsigned char*>_bytes_data(buf)
+    return _addresses_octets(<object>buf, base, p - base, p - base + n, in_list)
+
+
 cdef bint _one_octets(object hs, str key, int hid, const unsigned char** p,
-                     Py_ssize_t* n) noexcept:
+                      Py_ssize_t* n) noexcept:
     """As _first_octets, for the only header with this hot key (False when there are several)."""
     if type(hs) is not _Head or not (<_Head>hs).indexed or (<_Head>hs).cnt[hid] != 1:
         return False
@@ -3481,7 +3490,6 @@ cdef object _acc_via(object msg):
     if not _mine(msg):
         return _P_VIA(msg)
     cdef PyObject* r = _cached(<dict>_slot(msg, _O_CACHE), S_VIA)
-    cdef PyObject* v
     if r != NULL:
         return (<object>r)[0] if <object>r else None
     r = _vget(msg, VC_AT_VIA, S_AT_VIA)
@@ -3545,15 +3553,11 @@ cdef object _address_acc(object msg, int idx, str key, int hid, object pure):
     cdef PyObject* v
     cdef const unsigned char* p
     cdef Py_ssize_t n
-    cdef const unsigned char* base
     if r != NULL:
         return <object>r
     cdef PyObject* hs = _slot(msg, _O_HEADERS)
-    cdef PyObject* buf
     if _first_octets(<object>hs, key, hid, &p, &n):
-        buf = <PyObject*>(<_Head>hs).buf
-        base = <const unsigned char*>_bytes_data(buf)
-        cached = _addresses_octets(<object>buf, base, p - base, p - base + n, False)
+        cached = _head_addresses(hs, p, n, False)
         if cached is not None:
             _vput(msg, idx, key, cached)
             return cached
@@ -3655,15 +3659,11 @@ cdef object _acc_contacts(object msg):
     cdef list cached
     cdef const unsigned char* p
     cdef Py_ssize_t n
-    cdef const unsigned char* base
-    cdef PyObject* buf
     if _one_octets(<object>hs, S_CONTACT, HOT_CONTACT, &p, &n):
         if n == 1 and p[0] == 42:   # "*" (RFC 3261 §10.2.2)
             cached = []
         else:
-            buf = <PyObject*>(<_Head>hs).buf
-            base = <const unsigned char*>_bytes_data(buf)
-            cached = _addresses_octets(<object>buf, base, p - base, p - base + n, True)
+            cached = _head_addresses(hs, p, n, True)
         if cached is not None:
             _vput(msg, VC_CONTACT, S_CONTACT, cached)
             return cached
@@ -3708,7 +3708,7 @@ cdef object _uint_acc(object msg, str key, int hid, str name, unsigned long long
     if not _mine(msg):
         return pure(msg)
     cdef PyObject* hs = _slot(msg, _O_HEADERS)
-    if _first_octets(<object>hs, key, hid, &d, &n):   # no value str: the digits read from the octets
+    if _first_octets(<object>hs, key, hid, &d, &n):   # no value str: digits read from the octets
         if 0 < n <= 10:
             for i in range(n):
                 if d[i] < 48 or d[i] > 57:
@@ -3947,8 +3947,9 @@ def _fast_response(request, status, reason, to_tag, headers, body, content_type)
 # values the pure twin rejects fail, at the same point) but leave ``Via.params``,
 # ``Address.uri`` and ``Address.params`` unbuilt, keeping the value's text in ``_src``; the
 # value builds them from it with the functions below, once, on first access. ``Via.branch``
-# and ``Address.tag`` were noted while checking (``_found``). Why: a registrar or proxy reads the branch, the tags and one URI, and the
-# dicts, URIs and strings nobody reads were most of the cost of reading a message.
+# and ``Address.tag`` were noted while checking (``_found``). Why: a registrar or proxy reads
+# the branch, the tags and one URI, and the dicts, URIs and strings nobody reads were most of
+# the cost of reading a message.
 
 
 cdef Py_ssize_t _via_params_start(const UCH* d, Py_ssize_t n) noexcept nogil:

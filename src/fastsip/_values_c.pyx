@@ -21,7 +21,7 @@ from cpython.object cimport PyObject, PyObject_GenericGetAttr
 from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.unicode cimport PyUnicode_DecodeASCII
 
-from fastsip._values_py import _clone, _rebuild, _render_params, escape_user, quote
+from fastsip._values_py import _clone, _rebuild, _render_params, escape_user, quote  # no-cython-lint
 from fastsip._values_py import _changed, _q_value, _render_uri, _uri_aor
 
 __all__ = ("URI", "Address", "CSeq", "Via", "escape_user", "quote")

@@ -57,7 +57,7 @@ def _rebuild(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> 
     both: they name this function, not the class)."""
     from . import headers, uri
 
-    cls = uri.URI if name == "URI" else getattr(headers, name)
+    cls: Any = uri.URI if name == "URI" else getattr(headers, name)
     return cls(*args, **kwargs)
 
 
