@@ -53,6 +53,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 cimport cython
 from fastsip._values_c cimport (URI, Via, Address, CSeq, set_builder, LZ_PARAMS, LZ_URI, LZ_USPANS,
                                 LZ_HEADERS, F_VIA_PARAMS, F_ADDR_URI)
+from fastsip._values_c cimport ascii_str as _ascii_str
 
 import sys as _sys
 import inspect as _inspect
@@ -1090,15 +1091,6 @@ cdef inline bint _version_ok(const unsigned char* p, Py_ssize_t a, Py_ssize_t b)
         i += 1
         digits += 1
     return digits > 0 and i == b
-
-
-cdef inline object _ascii_str(const unsigned char* p, Py_ssize_t n):
-    """The str PyUnicode_DecodeUTF8 would build from ASCII octets, without re-checking them."""
-    if n <= 1:
-        return PyUnicode_DecodeUTF8(<const char*>p, n, NULL)   # shared 0/1-character strs
-    s = PyUnicode_New(n, 127)
-    memcpy(PyUnicode_DATA(s), p, n)
-    return s
 
 
 cdef PyObject* _new_ascii(const unsigned char* p, Py_ssize_t n) except NULL:
@@ -3156,21 +3148,15 @@ cdef inline int _first(object hs, str key, PyObject** out) except -2:
 
 
 cdef int _first_any(object hs, str key, PyObject** out) except -2:
-    """_first by a scan of the entries."""
+    """_first by a scan of the entries (a key without a HOT_ id, no index, or a list)."""
     cdef Py_ssize_t i, n
     cdef PyObject* t
     cdef PyObject* k
     cdef _Head h
-    cdef int hid
     cdef bint key_interned = PyUnicode_CHECK_INTERNED(key)
     out[0] = NULL
     if type(hs) is _Head:   # keys are strs the parser made, interned for the known names
         h = <_Head>hs
-        hid = _hot_id(key)
-        if hid and h.indexed:
-            if h.first[hid]:
-                out[0] = _head_value(h, h.first[hid] - 1)
-            return 0
         for i in range(h.n):
             k = h.ents[i].key
             if k == <PyObject*>key or (

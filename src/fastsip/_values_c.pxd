@@ -1,6 +1,24 @@
 # The value classes of the Cython twin, shared with _parser_c (which fills their fields directly).
 # The specification is _values_py.py.
 
+from libc.string cimport memcpy
+
+cdef extern from "Python.h":
+    object __fastsip_unicode_decode_utf8 "PyUnicode_DecodeUTF8"(
+        const char* s, Py_ssize_t size, const char* errors)
+    object __fastsip_unicode_new "PyUnicode_New"(Py_ssize_t size, Py_UCS4 maxchar)
+    void* __fastsip_unicode_data "PyUnicode_DATA"(object o)
+
+
+cdef inline object ascii_str(const unsigned char* p, Py_ssize_t n):
+    """The str PyUnicode_DecodeUTF8 would build from octets already checked as ASCII, without
+    checking them again (both C modules build their strs from message octets with it)."""
+    if n <= 1:
+        return __fastsip_unicode_decode_utf8(<const char*>p, n, NULL)   # shared 0/1-char strs
+    s = __fastsip_unicode_new(n, 127)
+    memcpy(__fastsip_unicode_data(s), p, n)
+    return s
+
 cdef enum:
     # ``lazy`` bits: the field is not built yet (``_src`` holds the checked text it comes from,
     # or, for a URI's params / headers, it is an empty dict made on first access).

@@ -14,12 +14,10 @@ parameters. While ``params`` is not built, ``branch`` (Via) and ``tag`` (Address
 """
 
 cimport cython
-from libc.string cimport memcpy
 import sys as _sys
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject, PyObject_GenericGetAttr
 from cpython.bytes cimport PyBytes_AS_STRING
-from cpython.unicode cimport PyUnicode_DecodeASCII
 
 from fastsip._values_py import _clone, _rebuild, _render_params, escape_user, quote  # no-cython-lint
 from fastsip._values_py import _changed, _q_value, _render_uri, _uri_aor
@@ -66,18 +64,9 @@ cdef inline object _get(object d, str key):
 
 
 # ---------------------------------------------------------------------------------------------
-cdef extern from "Python.h":
-    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
-    void* PyUnicode_DATA(object o)
-
-
 cdef inline object _ascii(const char* p, Py_ssize_t a, Py_ssize_t b):
-    """p[a:b] as a str: octets the parser checked as ASCII, copied without a second check."""
-    if b - a <= 1:
-        return PyUnicode_DecodeASCII(p + a, b - a, NULL)   # shared 0/1-character strs
-    s = PyUnicode_New(b - a, 127)
-    memcpy(PyUnicode_DATA(s), p + a, b - a)
-    return s
+    """p[a:b] as a str: octets the parser checked as ASCII."""
+    return ascii_str(<const unsigned char*>p + a, b - a)
 
 
 cdef int _uri_fill(URI u) except -1:
