@@ -53,9 +53,15 @@ def describe() -> str:
     import fastsip
 
     revision = source_revision()
+    build = ""
+    if fastsip.USING_EXTENSIONS:
+        from fastsip import _parser_c
+
+        pgo = getattr(_parser_c, "BUILD_PGO", False)
+        build = " (profile-guided build)" if pgo else " (built without profile guidance)"
     return (
         f"machine: {platform.system()} {platform.release()} {platform.machine()}, {cpu_model()}, "
         f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]} ({platform.python_implementation()}); "
         f"fastsip {fastsip.__version__}{f' (source {revision})' if revision else ''}, "
-        f"extensions in use: {fastsip.USING_EXTENSIONS}"
+        f"extensions in use: {fastsip.USING_EXTENSIONS}{build}"
     )

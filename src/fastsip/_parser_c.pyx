@@ -125,6 +125,18 @@ cdef extern from *:
     """
     int _unicode_ready "__fastsip_unicode_ready"(object o) except -1
 
+cdef extern from *:
+    """
+    /* 1 when setup.py built this module profile-guided (FASTSIP_PGO) */
+    #ifndef FASTSIP_BUILD_PGO
+    #define FASTSIP_BUILD_PGO 0
+    #endif
+    """
+    int _BUILD_PGO "FASTSIP_BUILD_PGO"
+
+# True when this module was compiled with gcc's profile-guided optimisation (setup.py)
+BUILD_PGO = bool(_BUILD_PGO)
+
 cdef extern from "structmember.h":
     ctypedef struct PyMemberDef:
         const char* name
