@@ -4,7 +4,8 @@ Each input goes through both twins (datagram, stream split in two, and the value
 input as text); the run fails on any exception other than ParseError, and on any difference
 between the pure and the Cython twin.
 
-Run 1,000,000 inputs (seeded with the RFC 4475 / RFC 5118 corpus):
+Run 1,000,000 inputs (seeded with the RFC 4475 / RFC 5118 corpus; ``pip install '.[fuzz]'``
+installs atheris):
 
     python tests/fuzz/fuzz_parser.py -runs=1000000 -max_len=2048 tests/fuzz/corpus-work
 
